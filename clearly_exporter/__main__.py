@@ -1,0 +1,5 @@
+"""``python -m clearly_exporter`` runs the command line."""
+
+from clearly_exporter.cli import main
+
+main()

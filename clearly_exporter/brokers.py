@@ -1,0 +1,80 @@
+"""Broker URLs: which schemes work, what a broker is called, and the filesystem layout.
+
+kombu's filesystem transport takes its folders as transport options; we also accept
+``filesystem:///some/dir`` and lay the folders out below it, so one URL is all the
+demo's workers, producer and exporter need to share.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+#: URL scheme → the ``messaging.system`` name of the broker behind it.
+SCHEMES: dict[str, str] = {
+    "redis": "redis",
+    "rediss": "redis",
+    "sentinel": "redis",
+    "amqp": "rabbitmq",
+    "amqps": "rabbitmq",
+    "pyamqp": "rabbitmq",
+    "filesystem": "filesystem",
+    "memory": "memory",
+    "sqs": "aws_sqs",
+    "mongodb": "mongodb",
+    "zookeeper": "zookeeper",
+    "sqla": "sql",
+}
+
+
+class BrokerURLError(ValueError):
+    """A broker URL that kombu would not understand, said in one line."""
+
+
+def validate(url: str) -> str:
+    """Return the URL's scheme, or raise ``BrokerURLError`` saying how to fix it."""
+    scheme = urlsplit(url).scheme.split("+", 1)[-1].lower()
+    if "://" not in url or not scheme:
+        raise BrokerURLError(
+            f"broker URL {redact_url(url)!r} has no scheme; "
+            "use e.g. redis://localhost:6379/0 or amqp://guest:guest@localhost:5672//"
+        )
+    if scheme not in SCHEMES:
+        known = ", ".join(sorted(SCHEMES))
+        raise BrokerURLError(f"unknown broker scheme {scheme!r}; use one of: {known}")
+    return scheme
+
+
+def messaging_system(url: str) -> str:
+    return SCHEMES.get(validate(url), "celery")
+
+
+def connection_config(url: str, transport_options: dict | None = None) -> tuple[str, dict]:
+    """The URL and transport options to give kombu/Celery for ``url``.
+
+    ``filesystem:///dir`` becomes ``filesystem://`` with ``dir/data`` for messages and
+    ``dir/control`` for exchange bindings; explicit transport options win.
+    """
+    options = dict(transport_options or {})
+    if validate(url) == "filesystem":
+        root = urlsplit(url).path
+        if root and root != "/":
+            data = os.path.join(root, "data")
+            control = os.path.join(root, "control")
+            for folder in (data, control):
+                os.makedirs(folder, exist_ok=True)
+            options.setdefault("data_folder_in", data)
+            options.setdefault("data_folder_out", data)
+            options.setdefault("control_folder", control)
+            options.setdefault("polling_interval", 0.1)
+        url = "filesystem://"
+    return url, options
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

@@ -1,0 +1,165 @@
+"""The command line: ``run`` the exporter, ``demo`` it with no external service.
+
+Every option of ``run`` is also read from ``CLEARLY_EXPORTER_<OPTION>``. User errors
+are one line and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from clearly_exporter import __version__, logs
+from clearly_exporter.engine import EngineConfig
+from clearly_exporter.options import BrokerURL, Duration, KeyValue, ssl_options
+
+ENV = "CLEARLY_EXPORTER_"
+
+
+def option(*decls: str, **kwargs):
+    """A click option whose environment variable is ``CLEARLY_EXPORTER_<LONG NAME>``."""
+    long = next(d for d in decls if d.startswith("--"))
+    kwargs.setdefault("envvar", ENV + long[2:].replace("-", "_").upper())
+    kwargs.setdefault("show_envvar", True)
+    kwargs.setdefault("show_default", True)
+    return click.option(*decls, **kwargs)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="clearly-exporter")
+def main() -> None:
+    """Real-time Celery monitoring: Prometheus metrics from the Celery event stream."""
+
+
+def server_options(func):
+    func = option("--port", type=click.IntRange(0, 65535), default=9808, help="HTTP port.")(func)
+    func = option("--host", default="0.0.0.0", help="Address the HTTP server binds.")(func)
+    return func
+
+
+@main.command()
+@option(
+    "--broker",
+    type=BrokerURL(),
+    required=True,
+    help="Celery broker URL (redis://, amqp://, filesystem:///dir, ...).",
+)
+@server_options
+@option(
+    "--queue",
+    "queues",
+    multiple=True,
+    help="Queue whose depth to watch from the start (repeatable).",
+)
+@option(
+    "--default-queue", default="celery", help="Queue label of tasks whose queue no event names."
+)
+@option("--max-tasks", type=click.IntRange(1), default=100_000, help="Tasks kept in memory (LRU).")
+@option(
+    "--max-workers", type=click.IntRange(1), default=10_000, help="Workers kept in memory (LRU)."
+)
+@option(
+    "--max-task-names",
+    type=click.IntRange(1),
+    default=1_000,
+    help='Distinct task names in metrics; more fold into name="other".',
+)
+@option(
+    "--name-wait",
+    type=Duration(),
+    default="5s",
+    help='How long transitions wait for a task\'s name before counting as name="unknown".',
+)
+@option(
+    "--worker-timeout",
+    type=Duration(),
+    default=None,
+    help="Heartbeat silence after which a worker is down [default: 3 x its heartbeat interval].",
+)
+@option(
+    "--worker-purge",
+    type=Duration(),
+    default="24h",
+    help="How long a down worker keeps its series (reading 0) before they go.",
+)
+@option(
+    "--broker-transport-option",
+    "transport_options",
+    type=KeyValue(),
+    multiple=True,
+    help="kombu transport option, key=value, JSON values allowed (repeatable).",
+)
+@option(
+    "--broker-use-ssl",
+    "use_ssl",
+    type=KeyValue(),
+    multiple=True,
+    help="kombu ssl option, key=value, e.g. cert_reqs=CERT_REQUIRED (repeatable).",
+)
+@option(
+    "--enable-events/--no-enable-events",
+    default=False,
+    help="Periodically ask workers started without -E to send task events.",
+)
+@option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+)
+@option("--log-format", type=click.Choice(["text", "json"]), default="text")
+def run(**opts) -> None:
+    """Consume a broker's Celery events and serve metrics on /metrics."""
+    from clearly_exporter.daemon import Daemon, Settings, run_until_signalled
+
+    logs.setup(opts["log_level"], opts["log_format"])
+    settings = Settings(
+        broker=opts["broker"],
+        host=opts["host"],
+        port=opts["port"],
+        queues=tuple(opts["queues"]),
+        transport_options=dict(opts["transport_options"]),
+        ssl=ssl_options(opts["use_ssl"]),
+        enable_events_every=10.0 if opts["enable_events"] else None,
+        engine=EngineConfig(
+            max_tasks=opts["max_tasks"],
+            max_workers=opts["max_workers"],
+            max_task_names=opts["max_task_names"],
+            default_queue=opts["default_queue"],
+            name_wait=opts["name_wait"],
+            worker_timeout=opts["worker_timeout"],
+            worker_purge=opts["worker_purge"],
+        ),
+    )
+    daemon = Daemon(settings)
+    try:
+        run_until_signalled(daemon)
+    except OSError as exc:
+        raise click.UsageError(
+            f"cannot serve on {settings.host}:{settings.port} ({exc.strerror or exc}); "
+            "choose another --host/--port"
+        ) from None
+
+
+@main.command()
+@option(
+    "--broker",
+    type=BrokerURL(),
+    default=None,
+    help="Broker for the demo [default: a fresh filesystem broker in a temporary folder].",
+)
+@server_options
+@option(
+    "--role",
+    type=click.Choice(["worker", "producer"]),
+    default=None,
+    help="Run one piece alone [default: everything].",
+)
+@option("--workers", type=click.IntRange(1, 16), default=2, help="Worker processes to start.")
+def demo(broker: str | None, host: str, port: int, role: str | None, workers: int) -> None:
+    """Run a demo cluster (workers, producer, exporter) and watch it on /metrics."""
+    from clearly_exporter.demo.runner import run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    sys.exit(run_demo(broker=broker, role=role, host=host, port=port, workers=workers))

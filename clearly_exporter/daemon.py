@@ -1,0 +1,85 @@
+"""Wires the pieces of ``clearly-exporter run`` together and runs them until a signal."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from clearly_exporter.brokers import connection_config, redact_url
+from clearly_exporter.engine import Engine, EngineConfig
+from clearly_exporter.metrics.collector import EngineCollector
+from clearly_exporter.metrics.queues import QueueProbe
+from clearly_exporter.server import HttpServer
+from clearly_exporter.source import EventSource, SourceConfig
+
+log = logging.getLogger(__name__)
+
+#: How long stopping may take before the process exits anyway.
+STOP_DEADLINE = 8.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str
+    host: str = "0.0.0.0"
+    port: int = 9808
+    queues: tuple[str, ...] = ()
+    transport_options: dict | None = None
+    ssl: dict | None = None
+    enable_events_every: float | None = None
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+class Daemon:
+    """The running exporter: engine, consumer thread, queue probe and HTTP server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        url, options = connection_config(settings.broker, settings.transport_options)
+        self.engine = Engine(settings.engine)
+        self.source = EventSource(
+            SourceConfig(url, options, settings.ssl, settings.enable_events_every), self.engine
+        )
+        self.probe = QueueProbe(url, options, settings.ssl)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = EngineCollector(
+            self.engine, self.source.health, self.probe, settings.queues
+        )
+        self.registry.register(self.collector)
+        self.server = HttpServer(settings.host, settings.port, self.registry, self._problem)
+
+    def _problem(self) -> str | None:
+        health = self.source.health
+        return None if health.connected else f"broker not connected: {health.reason}"
+
+    def start(self) -> None:
+        """Bind the server first (a port in use is a user error), then consume."""
+        self.server.start()
+        self.source.start()
+        log.info(
+            "clearly-exporter on http://%s:%d/metrics, broker %s",
+            self.settings.host,
+            self.server.port,
+            redact_url(self.settings.broker),
+        )
+
+    def stop(self) -> None:
+        self.source.stop()
+        self.source.join(STOP_DEADLINE / 2)
+        self.server.stop(STOP_DEADLINE / 4)
+        self.probe.close()
+
+
+def run_until_signalled(daemon: Daemon) -> None:
+    """Run until SIGINT or SIGTERM, then stop within the deadline."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    daemon.start()
+    stop.wait()
+    log.info("stopping")
+    daemon.stop()

@@ -1,0 +1,258 @@
+"""The engine: turns Celery events into task transitions, counters and worker state.
+
+It owns all state, does no I/O and reads no clock: callers pass the receive time, so
+tests drive it deterministically. One lock guards it; the consumer holds it per
+message and a scrape only long enough to copy a snapshot.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from clearly_exporter.engine.fields import number, optional_integer, text
+from clearly_exporter.engine.histogram import LAG_BUCKETS, Histogram
+from clearly_exporter.engine.inference import current_state, reach, select_attempt
+from clearly_exporter.engine.records import HAS_ETA, TaskRecord, Transition
+from clearly_exporter.engine.states import EVENT_STATE, custom_state
+from clearly_exporter.engine.task_metrics import UNKNOWN, TaskMetrics, TaskMetricsSnapshot
+from clearly_exporter.engine.workers import WorkerRegistry, WorkerView
+
+Listener = Callable[[Transition], None]
+
+#: Record fields each event type brings (merge rules as data, as celery.events.state).
+TASK_FIELDS: dict[str, tuple[str, ...]] = {
+    "task-sent": (
+        "name",
+        "args",
+        "kwargs",
+        "root_id",
+        "parent_id",
+        "eta",
+        "expires",
+        "queue",
+        "exchange",
+        "routing_key",
+    ),
+    "task-received": ("name", "args", "kwargs", "root_id", "parent_id", "eta", "expires"),
+    "task-succeeded": ("result",),
+}
+#: Attempt fields each event type brings.
+ATTEMPT_TEXT: dict[str, tuple[str, ...]] = {
+    "task-failed": ("exception", "traceback"),
+    "task-retried": ("exception", "traceback"),
+}
+#: Events sent by the worker running the attempt (task-sent comes from the producer).
+WORKER_SIDE = frozenset(EVENT_STATE) - {"task-sent"}
+#: Distinct event types counted by name; beyond, hostile producers fold into "other".
+MAX_EVENT_TYPES = 64
+#: Queues seen in events whose depth is watched; a bound against hostile producers.
+MAX_QUEUES = 256
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_tasks: int = 100_000
+    max_workers: int = 10_000
+    max_task_names: int = 1_000
+    default_queue: str = "celery"
+    name_wait: float = 5.0
+    worker_timeout: float | None = None
+    worker_purge: float = 86_400.0
+
+
+@dataclass
+class Snapshot:
+    """Everything a scrape renders, copied under the lock."""
+
+    tasks: TaskMetricsSnapshot
+    workers: list[WorkerView]
+    events: dict[str, int]
+    events_late: int
+    events_invalid: int
+    inferred: dict[str, int]
+    event_lag: Histogram
+    tasks_tracked: int
+    tasks_evicted: int
+    last_event: float | None
+    queues: set[str]
+
+
+class Engine:
+    """Celery events in; transitions, metric state and worker liveness out."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.lock = threading.Lock()
+        self.metrics = TaskMetrics(self.config.max_task_names, self.config.default_queue)
+        self.workers = WorkerRegistry(
+            self.config.max_workers, self.config.worker_timeout, self.config.worker_purge
+        )
+        self._tasks: OrderedDict[str, TaskRecord] = OrderedDict()
+        self._nameless: OrderedDict[str, float] = OrderedDict()
+        self._listeners: list[Listener] = []
+        self.events: dict[str, int] = {}
+        self.events_late = 0
+        self.events_invalid = 0
+        self.inferred: dict[str, int] = {}
+        self.event_lag = Histogram(LAG_BUCKETS)
+        self.tasks_evicted = 0
+        self.last_event: float | None = None
+        self.queues: set[str] = set()
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener`` with every transition of a named task, in order."""
+        self._listeners.append(listener)
+
+    def ingest(self, events: Iterable[object], now: float) -> None:
+        """Apply a batch of decoded events received at ``now``; bad ones are counted."""
+        with self.lock:
+            for event in events:
+                self.handle(event, now)
+
+    def invalid(self, count: int = 1) -> None:
+        """Count events that could not even be decoded."""
+        with self.lock:
+            self.events_invalid += count
+
+    def handle(self, event: object, now: float) -> None:
+        """Apply one event (caller holds the lock, or is single-threaded)."""
+        if not isinstance(event, dict):
+            self.events_invalid += 1
+            return
+        etype = event.get("type")
+        if not isinstance(etype, str) or not etype:
+            self.events_invalid += 1
+            return
+        try:
+            if etype.startswith("task-"):
+                uuid = event.get("uuid")
+                if not isinstance(uuid, str) or not uuid:
+                    self.events_invalid += 1
+                    return
+                self._count_event(etype, event, now)
+                self._task_event(etype, uuid, event, now)
+            elif etype.startswith("worker-"):
+                if not isinstance(event.get("hostname"), str):
+                    self.events_invalid += 1
+                    return
+                self._count_event(etype, event, now)
+                self.workers.handle(etype, event, now)
+            else:
+                self._count_event(etype, event, now)
+        except (RecursionError, ValueError, TypeError, OverflowError):
+            self.events_invalid += 1
+
+    def _count_event(self, etype: str, event: dict, now: float) -> None:
+        if etype not in self.events and len(self.events) >= MAX_EVENT_TYPES:
+            etype = "other"
+        self.events[etype] = self.events.get(etype, 0) + 1
+        self.last_event = now
+        ts = number(event, "timestamp")
+        if ts is not None:
+            self.event_lag.observe(max(now - ts, 0.0))
+
+    def _task_event(self, etype: str, uuid: str, event: dict, now: float) -> None:
+        rec = self._tasks.get(uuid)
+        if rec is None:
+            rec = self._tasks[uuid] = TaskRecord(uuid, now)
+            if len(self._tasks) > self.config.max_tasks:
+                self._evict()
+        else:
+            self._tasks.move_to_end(uuid)
+        rec.updated = now
+        state = EVENT_STATE.get(etype) or custom_state(etype)
+        ts = number(event, "timestamp")
+        att = select_attempt(rec, state, optional_integer(event, "retries"), ts)
+        for field in TASK_FIELDS.get(etype, ()):
+            value = text(event, field)
+            if value is not None:
+                setattr(rec, field, value)
+        for field in ATTEMPT_TEXT.get(etype, ()):
+            value = text(event, field)
+            if value is not None:
+                setattr(att, field, value)
+        if etype in WORKER_SIDE:
+            worker = text(event, "hostname")
+            if worker is not None:
+                att.worker = worker
+        if etype in ("task-sent", "task-received") and event.get("eta"):
+            att.flags |= HAS_ETA
+        if etype == "task-succeeded":
+            att.runtime = number(event, "runtime")
+        if rec.queue is not None and len(self.queues) < MAX_QUEUES:
+            self.queues.add(rec.queue)
+        transitions, late = reach(rec, att, state, ts, event.get("requeue") is True)
+        if late:
+            self.events_late += 1
+        rec.state = current_state(rec)
+        if rec.key is None and rec.name is not None:
+            self._name_known(rec, now)
+        if rec.key is None:
+            if transitions:
+                if rec.pending is None:
+                    rec.pending = []
+                    self._nameless[uuid] = now
+                rec.pending.extend(transitions)
+            return
+        for tr in transitions:
+            self._emit(rec.key, tr)
+        self.metrics.observe(rec.key, att)
+        self.metrics.place(uuid, rec.key, rec.state, now)
+
+    def _name_known(self, rec: TaskRecord, now: float, name: str | None = None) -> None:
+        """Fix the task's labels and release the transitions that waited for them."""
+        rec.key = self.metrics.label(name or rec.name, rec.queue)
+        pending, rec.pending = rec.pending, None
+        self._nameless.pop(rec.uuid, None)
+        for tr in pending or ():
+            self._emit(rec.key, tr)
+        for att in rec.attempts:
+            self.metrics.observe(rec.key, att)
+        self.metrics.place(rec.uuid, rec.key, rec.state, now)
+
+    def _emit(self, key: tuple[str, str], tr: Transition) -> None:
+        self.metrics.count(key, tr)
+        if tr.inferred:
+            self.inferred[tr.state] = self.inferred.get(tr.state, 0) + 1
+        for listener in self._listeners:
+            listener(tr)
+
+    def _evict(self) -> None:
+        uuid, _ = self._tasks.popitem(last=False)
+        self._nameless.pop(uuid, None)
+        self.metrics.forget(uuid)
+        self.tasks_evicted += 1
+
+    def tick(self, now: float) -> None:
+        """Time-driven rules: names waited for too long count as unknown; purge workers."""
+        wait = self.config.name_wait
+        while self._nameless:
+            uuid, since = next(iter(self._nameless.items()))
+            if now - since < wait:
+                break
+            self._name_known(self._tasks[uuid], now, UNKNOWN)
+        self.workers.purge(now)
+
+    def task(self, uuid: str) -> TaskRecord | None:
+        return self._tasks.get(uuid)
+
+    def snapshot(self, now: float) -> Snapshot:
+        """Run the time-driven rules, then copy what a scrape renders."""
+        with self.lock:
+            self.tick(now)
+            return Snapshot(
+                tasks=self.metrics.snapshot(),
+                workers=self.workers.views(now),
+                events=dict(self.events),
+                events_late=self.events_late,
+                events_invalid=self.events_invalid,
+                inferred=dict(self.inferred),
+                event_lag=self.event_lag.copy(),
+                tasks_tracked=len(self._tasks),
+                tasks_evicted=self.tasks_evicted,
+                last_event=self.last_event,
+                queues=set(self.queues),
+            )

@@ -1,0 +1,141 @@
+"""Task metric state: counters, histograms and in-progress sets, keyed by labels.
+
+Aggregated here rather than in prometheus_client so the hot path is a dict update;
+the collector renders a snapshot at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histogram
+from clearly_exporter.engine.records import (
+    HAS_ETA,
+    SEEN_PREFETCH,
+    SEEN_QUEUE_WAIT,
+    SEEN_RUNTIME,
+    Attempt,
+    Transition,
+)
+from clearly_exporter.engine.states import FAILURE, IN_PROGRESS, SUCCESS
+
+Key = tuple[str, str]
+
+OTHER = "other"
+UNKNOWN = "unknown"
+
+
+def exception_class(exception: str | None) -> str:
+    """``"ValueError('x')"`` → ``"ValueError"``: the repr Celery sends, cut at its call."""
+    if not exception:
+        return UNKNOWN
+    return exception.split("(", 1)[0].strip()[:200] or UNKNOWN
+
+
+@dataclass
+class TaskMetricsSnapshot:
+    """A consistent copy for one scrape."""
+
+    tasks: dict[tuple[str, str, str], int]
+    failures: dict[tuple[str, str, str], int]
+    runtime: dict[tuple[str, str, str], Histogram]
+    queue_wait: dict[Key, Histogram]
+    prefetch_wait: dict[Key, Histogram]
+    in_progress: dict[tuple[str, str, str], tuple[int, float | None]] = field(default_factory=dict)
+
+
+class TaskMetrics:
+    """Owner of every task metric; fed transitions and attempts of labelled tasks."""
+
+    def __init__(self, max_names: int, default_queue: str) -> None:
+        self.max_names = max_names
+        self.default_queue = default_queue
+        self._names: set[str] = set()
+        self.tasks: dict[tuple[str, str, str], int] = {}
+        self.failures: dict[tuple[str, str, str], int] = {}
+        self.runtime: dict[tuple[str, str, str], Histogram] = {}
+        self.queue_wait: dict[Key, Histogram] = {}
+        self.prefetch_wait: dict[Key, Histogram] = {}
+        self._buckets: dict[tuple[str, str, str], OrderedDict[str, float]] = {}
+        self._placed: dict[str, tuple[str, str, str]] = {}
+
+    def label(self, name: str | None, queue: str | None) -> Key:
+        """Fix a task's labels: its name (``other`` past ``max_names``) and queue."""
+        name = name or UNKNOWN
+        if name != UNKNOWN and name not in self._names:
+            if len(self._names) < self.max_names:
+                self._names.add(name)
+            else:
+                name = OTHER
+        return (name, queue or self.default_queue)
+
+    def count(self, key: Key, tr: Transition) -> None:
+        state_key = (key[0], key[1], tr.state)
+        self.tasks[state_key] = self.tasks.get(state_key, 0) + 1
+        if tr.state == FAILURE:
+            fkey = (key[0], key[1], exception_class(tr.attempt.exception))
+            self.failures[fkey] = self.failures.get(fkey, 0) + 1
+
+    def observe(self, key: Key, att: Attempt) -> None:
+        """Record the attempt's durations that became known; each at most once."""
+        flags = att.flags
+        if not flags & SEEN_RUNTIME and att.outcome is not None:
+            value = att.runtime if att.outcome == SUCCESS else None
+            if value is None and att.t_started is not None and att.t_ended is not None:
+                value = att.t_ended - att.t_started
+            if value is not None:
+                att.flags |= SEEN_RUNTIME
+                self._hist(self.runtime, (key[0], key[1], att.outcome)).observe(max(value, 0.0))
+        if flags & HAS_ETA:
+            return
+        if not flags & SEEN_QUEUE_WAIT and att.t_sent is not None and att.t_received is not None:
+            att.flags |= SEEN_QUEUE_WAIT
+            self._hist(self.queue_wait, key).observe(max(att.t_received - att.t_sent, 0.0))
+        if not flags & SEEN_PREFETCH and att.t_received is not None and att.t_started is not None:
+            att.flags |= SEEN_PREFETCH
+            self._hist(self.prefetch_wait, key).observe(max(att.t_started - att.t_received, 0.0))
+
+    @staticmethod
+    def _hist(table: dict, key: tuple) -> Histogram:
+        hist = table.get(key)
+        if hist is None:
+            hist = table[key] = Histogram(DURATION_BUCKETS)
+        return hist
+
+    def place(self, uuid: str, key: Key, state: str | None, now: float) -> None:
+        """Move a task into the in-progress set of its state (or out of all of them)."""
+        old = self._placed.get(uuid)
+        new = (key[0], key[1], state) if state in IN_PROGRESS else None
+        if old == new:
+            return
+        if old is not None:
+            del self._buckets[old][uuid]
+            if new is None:
+                del self._placed[uuid]
+        if new is not None:
+            bucket = self._buckets.get(new)
+            if bucket is None:
+                bucket = self._buckets[new] = OrderedDict()
+            bucket[uuid] = now
+            self._placed[uuid] = new
+
+    def forget(self, uuid: str) -> None:
+        """Drop an evicted task from the in-progress sets."""
+        old = self._placed.pop(uuid, None)
+        if old is not None:
+            del self._buckets[old][uuid]
+
+    def snapshot(self) -> TaskMetricsSnapshot:
+        in_progress = {}
+        for key, bucket in self._buckets.items():
+            oldest = next(iter(bucket.values())) if bucket else None
+            in_progress[key] = (len(bucket), oldest)
+        return TaskMetricsSnapshot(
+            tasks=dict(self.tasks),
+            failures=dict(self.failures),
+            runtime={k: h.copy() for k, h in self.runtime.items()},
+            queue_wait={k: h.copy() for k, h in self.queue_wait.items()},
+            prefetch_wait={k: h.copy() for k, h in self.prefetch_wait.items()},
+            in_progress=in_progress,
+        )

@@ -1,0 +1,1 @@
+"""Rendering the engine's state for Prometheus, plus broker queue depth at scrape time."""

@@ -1,0 +1,253 @@
+"""The custom collector: renders an engine snapshot as Prometheus metric families.
+
+Names, types and labels are the contract of design §4; dashboards and alerts use them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from clearly_exporter import __version__
+from clearly_exporter.engine import Engine, Snapshot
+from clearly_exporter.engine.histogram import Histogram
+from clearly_exporter.metrics.queues import QueueProbe
+from clearly_exporter.source import BrokerHealth
+
+
+def _histogram(
+    name: str, doc: str, labels: list[str], series: dict[tuple, Histogram]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for key, hist in sorted(series.items()):
+        family.add_metric(list(key), hist.cumulative(), hist.total)
+    return family
+
+
+class EngineCollector(Collector):
+    """Everything on ``/metrics``: tasks, workers, queues and the exporter's own health."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        health: BrokerHealth,
+        probe: QueueProbe | None,
+        watch_queues: tuple[str, ...] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.health = health
+        self.probe = probe
+        self.watch_queues = watch_queues
+        self.clock = clock
+        self.last_duration = 0.0
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front: a describe would run a full collect at registration."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        now = self.clock()
+        snap = self.engine.snapshot(now)
+        yield from self._tasks(snap, now)
+        yield from self._workers(snap)
+        yield from self._queues(snap)
+        yield from self._exporter(snap)
+        self.last_duration = time.perf_counter() - started
+
+    def _tasks(self, snap: Snapshot, now: float) -> Iterator[Metric]:
+        t = snap.tasks
+        family = CounterMetricFamily(
+            "celery_tasks", "Tasks that reached each state.", labels=["name", "queue", "state"]
+        )
+        for key, value in sorted(t.tasks.items()):
+            family.add_metric(list(key), value)
+        yield family
+        family = CounterMetricFamily(
+            "celery_task_failures",
+            "Task failures by exception class.",
+            labels=["name", "queue", "exception"],
+        )
+        for key, value in sorted(t.failures.items()):
+            family.add_metric(list(key), value)
+        yield family
+        yield _histogram(
+            "celery_task_runtime_seconds",
+            "Time from started to the end of an attempt, by outcome.",
+            ["name", "queue", "state"],
+            t.runtime,
+        )
+        yield _histogram(
+            "celery_task_queue_wait_seconds",
+            "Time from sent to received by a worker (ETA/countdown tasks excluded).",
+            ["name", "queue"],
+            t.queue_wait,
+        )
+        yield _histogram(
+            "celery_task_prefetch_wait_seconds",
+            "Time from received to started on the worker (ETA tasks excluded).",
+            ["name", "queue"],
+            t.prefetch_wait,
+        )
+        count = GaugeMetricFamily(
+            "celery_tasks_in_progress",
+            "Tasks now in each in-progress state.",
+            labels=["name", "queue", "state"],
+        )
+        age = GaugeMetricFamily(
+            "celery_task_oldest_in_progress_age_seconds",
+            "Age of the oldest task in each in-progress state (0 when none).",
+            labels=["name", "queue", "state"],
+        )
+        for key, (n, oldest) in sorted(t.in_progress.items()):
+            count.add_metric(list(key), n)
+            age.add_metric(list(key), max(now - oldest, 0.0) if oldest is not None else 0.0)
+        yield count
+        yield age
+
+    def _workers(self, snap: Snapshot) -> Iterator[Metric]:
+        labels = ["worker"]
+        up = GaugeMetricFamily("celery_worker_up", "1 while the worker heartbeats.", labels=labels)
+        beat = GaugeMetricFamily(
+            "celery_worker_last_heartbeat_timestamp_seconds",
+            "When the exporter received the worker's last heartbeat (its own clock).",
+            labels=labels,
+        )
+        active = GaugeMetricFamily(
+            "celery_worker_tasks_active", "Tasks the worker is running.", labels=labels
+        )
+        processed = GaugeMetricFamily(
+            "celery_worker_processed_tasks",
+            "Tasks the worker processed since it started (from its heartbeats).",
+            labels=labels,
+        )
+        load = GaugeMetricFamily(
+            "celery_worker_load_average",
+            "Load average of the worker's host.",
+            labels=["worker", "period"],
+        )
+        interval = GaugeMetricFamily(
+            "celery_worker_heartbeat_interval_seconds",
+            "The worker's own heartbeat interval.",
+            labels=labels,
+        )
+        info = InfoMetricFamily(
+            "celery_worker",
+            "Worker software and process.",
+            labels=["worker"],
+        )
+        for w in sorted(snap.workers, key=lambda w: w.hostname):
+            host = [w.hostname]
+            up.add_metric(host, 1 if w.up else 0)
+            if w.last_heartbeat is not None:
+                beat.add_metric(host, w.last_heartbeat)
+            active.add_metric(host, w.active)
+            processed.add_metric(host, w.processed)
+            if w.loadavg is not None:
+                for period, value in zip(("1m", "5m", "15m"), w.loadavg, strict=True):
+                    load.add_metric([w.hostname, period], value)
+            interval.add_metric(host, w.freq)
+            info.add_metric(
+                host, {"sw_ident": w.sw_ident, "sw_ver": w.sw_ver, "sw_sys": w.sw_sys, "pid": w.pid}
+            )
+        yield from (up, beat, active, processed, load, interval, info)
+
+    def _queues(self, snap: Snapshot) -> Iterator[Metric]:
+        if self.probe is None:
+            return
+        names = sorted(set(self.watch_queues) | snap.queues)
+        depths = self.probe.depths(names)
+        length = GaugeMetricFamily(
+            "celery_queue_length", "Messages waiting in the queue.", labels=["queue"]
+        )
+        consumers = GaugeMetricFamily(
+            "celery_queue_consumers", "Consumers of the queue (AMQP).", labels=["queue"]
+        )
+        for depth in depths or ():
+            length.add_metric([depth.name], depth.length)
+            if depth.consumers is not None:
+                consumers.add_metric([depth.name], depth.consumers)
+        yield length
+        yield consumers
+        yield CounterMetricFamily(
+            "clearly_exporter_broker_scrape_errors",
+            "Scrapes whose queue depth the broker did not give.",
+            value=self.probe.errors,
+        )
+
+    def _exporter(self, snap: Snapshot) -> Iterator[Metric]:
+        events = CounterMetricFamily(
+            "clearly_exporter_events", "Events received, by type.", labels=["type"]
+        )
+        for etype, n in sorted(snap.events.items()):
+            events.add_metric([etype], n)
+        yield events
+        yield CounterMetricFamily(
+            "clearly_exporter_events_late",
+            "Events for a state their attempt had already passed (merged, never moved back).",
+            value=snap.events_late,
+        )
+        yield CounterMetricFamily(
+            "clearly_exporter_events_invalid",
+            "Events that could not be decoded or lacked required fields; skipped.",
+            value=snap.events_invalid,
+        )
+        inferred = CounterMetricFamily(
+            "clearly_exporter_transitions_inferred",
+            "Task states generated because their own event was missing or late.",
+            labels=["state"],
+        )
+        for state, n in sorted(snap.inferred.items()):
+            inferred.add_metric([state], n)
+        yield inferred
+        yield _histogram(
+            "clearly_exporter_event_lag_seconds",
+            "Receive time minus event time.",
+            [],
+            {(): snap.event_lag},
+        )
+        yield GaugeMetricFamily(
+            "clearly_exporter_broker_up",
+            "1 while the event consumer is connected to the broker.",
+            value=1 if self.health.connected else 0,
+        )
+        yield CounterMetricFamily(
+            "clearly_exporter_broker_reconnects",
+            "Times the event consumer reconnected after losing the broker.",
+            value=self.health.reconnects,
+        )
+        yield GaugeMetricFamily(
+            "clearly_exporter_tasks_tracked", "Tasks held in memory.", value=snap.tasks_tracked
+        )
+        yield CounterMetricFamily(
+            "clearly_exporter_tasks_evicted",
+            "Tasks dropped from memory to stay within --max-tasks.",
+            value=snap.tasks_evicted,
+        )
+        yield GaugeMetricFamily(
+            "clearly_exporter_workers_tracked", "Workers held in memory.", value=len(snap.workers)
+        )
+        yield GaugeMetricFamily(
+            "clearly_exporter_scrape_duration_seconds",
+            "Time the previous scrape took to collect.",
+            value=self.last_duration,
+        )
+        if snap.last_event is not None:
+            yield GaugeMetricFamily(
+                "clearly_exporter_last_event_timestamp_seconds",
+                "When the last event was received.",
+                value=snap.last_event,
+            )
+        yield InfoMetricFamily(
+            "clearly_exporter_build", "The exporter's version.", value={"version": __version__}
+        )

@@ -1,0 +1,106 @@
+"""Queue depth, asked of the broker at scrape time, on a connection of its own.
+
+A passive declare gives what every transport knows: on Redis the sum of all priority
+sub-lists of the queue, on AMQP the ready messages and consumers. A broker that is
+down or slow never fails the scrape: the probe runs in its own thread with a
+deadline, and a failure omits the series and counts an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+from kombu import Connection
+from kombu.exceptions import ChannelError
+
+from clearly_exporter.brokers import redact_url
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    name: str
+    length: int
+    consumers: int | None
+
+
+class QueueProbe:
+    """Measures queue depths; owns its connection and its error count."""
+
+    def __init__(
+        self, url: str, transport_options: dict, ssl: dict | bool | None, timeout: float = 2.0
+    ) -> None:
+        self.url = url
+        self.transport_options = transport_options
+        self.ssl = ssl
+        self.timeout = timeout
+        self.errors = 0
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clearly-queue-probe")
+        self._running: Future | None = None
+        self._conn: Connection | None = None
+
+    def depths(self, queues: list[str]) -> list[QueueDepth] | None:
+        """Depth of each queue, or None (error counted) when the broker did not answer."""
+        if not queues:
+            return []
+        with self._lock:
+            if self._running is not None and not self._running.done():
+                self.errors += 1
+                return None
+            self._running = self._pool.submit(self._measure, sorted(queues))
+            running = self._running
+        try:
+            return running.result(timeout=self.timeout)
+        except FutureTimeout:
+            log.warning("queue depth probe timed out after %.1fs", self.timeout)
+        except Exception as exc:
+            log.warning("queue depth probe failed on %s: %s", redact_url(self.url), exc)
+            self._close()
+        with self._lock:
+            self.errors += 1
+        return None
+
+    def _measure(self, queues: list[str]) -> list[QueueDepth]:
+        if self._conn is None:
+            self._conn = Connection(
+                self.url,
+                transport_options=self.transport_options,
+                ssl=self.ssl,
+                connect_timeout=self.timeout,
+            )
+            self._conn.ensure_connection(max_retries=1)
+        amqp = self._conn.transport.driver_type == "amqp"
+        missing = (ChannelError, *self._conn.channel_errors)
+        out = []
+        for name in queues:
+            channel = self._conn.channel()
+            try:
+                _, length, consumers = channel.queue_declare(name, passive=True)
+            except missing:
+                length, consumers = 0, 0
+            finally:
+                _close_quietly(channel)
+            out.append(QueueDepth(name, length, consumers if amqp else None))
+        return out
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _close_quietly(conn)
+
+    def close(self) -> None:
+        self._pool.submit(self._close)
+        self._pool.shutdown(wait=False)
+
+
+def _close_quietly(resource) -> None:
+    try:
+        resource.close()
+    except Exception:
+        log.debug("close failed", exc_info=True)

@@ -1,0 +1,159 @@
+"""The event source: consumes Celery's event exchange and feeds the engine.
+
+One thread, one kombu connection. Bodies are decoded here (JSON only, never pickle),
+single events and the batched lists workers send alike; a body that does not decode
+is counted and skipped. Connection loss is survived: the thread reconnects with
+backoff and reports its health for ``/healthz`` and ``clearly_exporter_broker_up``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+from celery import Celery
+from celery.events.event import get_exchange
+from kombu import Connection, Consumer, Queue
+
+from clearly_exporter.brokers import redact_url
+from clearly_exporter.engine import Engine
+
+log = logging.getLogger(__name__)
+
+JSON_TYPES = frozenset({"application/json", "json", None, ""})
+#: How often the consumer wakes when idle, to run the engine's time-driven rules.
+TICK = 0.5
+BACKOFF_MAX = 30.0
+
+
+@dataclass
+class BrokerHealth:
+    """The consumer's connection state, written by its thread, read by scrapes."""
+
+    connected: bool = False
+    reason: str = "not connected yet"
+    reconnects: int = 0
+    _ever_connected: bool = field(default=False, repr=False)
+
+    def up(self) -> None:
+        if self._ever_connected:
+            self.reconnects += 1
+        self._ever_connected = True
+        self.connected = True
+        self.reason = ""
+
+    def down(self, reason: str) -> None:
+        self.connected = False
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    url: str
+    transport_options: dict
+    ssl: dict | bool | None = None
+    enable_events_every: float | None = None
+    queue_ttl: float = 5.0
+    queue_expires: float = 60.0
+
+
+class EventSource(threading.Thread):
+    """Consumer thread: broker → decode → engine, reconnecting forever until stopped."""
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        engine: Engine,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(name="clearly-exporter-source", daemon=True)
+        self.config = config
+        self.engine = engine
+        self.clock = clock
+        self.health = BrokerHealth()
+        self._stop_event = threading.Event()
+        self._control = Celery(broker=config.url, set_as_current=False).control
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        backoff = 1.0
+        while not self._stop_event.is_set():
+            try:
+                self._consume()
+                backoff = 1.0
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}".replace(self.config.url, "<broker>")
+                reason = reason.replace("\n", " ")[:300]
+                if self.health.connected or self.health.reason != reason:
+                    log.warning("broker %s unavailable: %s", redact_url(self.config.url), reason)
+                self.health.down(reason)
+                self._stop_event.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+        self.health.down("stopped")
+
+    def _connection(self) -> Connection:
+        return Connection(
+            self.config.url,
+            transport_options=self.config.transport_options,
+            ssl=self.config.ssl,
+            connect_timeout=5,
+        )
+
+    def _consume(self) -> None:
+        with self._connection() as conn:
+            conn.ensure_connection(max_retries=1)
+            queue = Queue(
+                f"celeryev.clearly-exporter.{uuid.uuid4()}",
+                exchange=get_exchange(conn),
+                routing_key="#",
+                auto_delete=True,
+                durable=False,
+                message_ttl=self.config.queue_ttl,
+                expires=self.config.queue_expires,
+            )
+            with Consumer(conn.channel(), queues=[queue], on_message=self._on_message, no_ack=True):
+                self.health.up()
+                log.info("consuming events from %s", redact_url(self.config.url))
+                self._wake_workers(conn)
+                last_tick = last_enable = self.clock()
+                while not self._stop_event.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        conn.drain_events(timeout=TICK)
+                    now = self.clock()
+                    if now - last_tick >= TICK:
+                        last_tick = now
+                        with self.engine.lock:
+                            self.engine.tick(now)
+                    every = self.config.enable_events_every
+                    if every is not None and now - last_enable >= every:
+                        last_enable = now
+                        self._broadcast(conn, "enable_events")
+
+    def _wake_workers(self, conn: Connection) -> None:
+        """Ask workers for a heartbeat now, so they show up without waiting for one."""
+        self._broadcast(conn, "heartbeat")
+        if self.config.enable_events_every is not None:
+            self._broadcast(conn, "enable_events")
+
+    def _broadcast(self, conn: Connection, command: str) -> None:
+        self._control.broadcast(command, connection=conn)
+
+    def _on_message(self, message) -> None:
+        now = self.clock()
+        if message.content_type not in JSON_TYPES:
+            self.engine.invalid()
+            return
+        try:
+            body = orjson.loads(message.body)
+        except (orjson.JSONDecodeError, TypeError):
+            self.engine.invalid()
+            return
+        self.engine.ingest(body if isinstance(body, list) else (body,), now)
