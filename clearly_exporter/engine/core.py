@@ -17,7 +17,7 @@ from clearly_exporter.engine.histogram import LAG_BUCKETS, Histogram
 from clearly_exporter.engine.inference import current_state, reach, select_attempt
 from clearly_exporter.engine.records import HAS_ETA, TaskRecord, Transition
 from clearly_exporter.engine.states import EVENT_STATE, custom_state
-from clearly_exporter.engine.task_metrics import UNKNOWN, TaskMetrics, TaskMetricsSnapshot
+from clearly_exporter.engine.task_metrics import TaskMetrics, TaskMetricsSnapshot
 from clearly_exporter.engine.workers import WorkerRegistry, WorkerView
 
 Listener = Callable[[Transition], None]
@@ -48,6 +48,8 @@ ATTEMPT_TEXT: dict[str, tuple[str, ...]] = {
 WORKER_SIDE = frozenset(EVENT_STATE) - {"task-sent"}
 #: Distinct event types counted by name; beyond, hostile producers fold into "other".
 MAX_EVENT_TYPES = 64
+#: Task names remembered as sending task-sent events.
+MAX_SENDING = 10_000
 #: Queues seen in events whose depth is watched; a bound against hostile producers.
 MAX_QUEUES = 256
 
@@ -91,7 +93,9 @@ class Engine:
             self.config.max_workers, self.config.worker_timeout, self.config.worker_purge
         )
         self._tasks: OrderedDict[str, TaskRecord] = OrderedDict()
-        self._nameless: OrderedDict[str, float] = OrderedDict()
+        self._unlabelled: OrderedDict[str, float] = OrderedDict()
+        #: Task names seen in task-sent events: their queue label is worth waiting for.
+        self._sends: set[str] = set()
         self._listeners: list[Listener] = []
         self.events: dict[str, int] = {}
         self.events_late = 0
@@ -187,14 +191,16 @@ class Engine:
         transitions, late = reach(rec, att, state, ts, event.get("requeue") is True)
         if late:
             self.events_late += 1
+        if etype == "task-sent" and rec.name is not None and len(self._sends) < MAX_SENDING:
+            self._sends.add(rec.name)
         rec.state = current_state(rec)
-        if rec.key is None and rec.name is not None:
-            self._name_known(rec, now)
+        if rec.key is None and self._labels_known(rec):
+            self._fix_labels(rec, now)
         if rec.key is None:
             if transitions:
                 if rec.pending is None:
                     rec.pending = []
-                    self._nameless[uuid] = now
+                    self._unlabelled[uuid] = now
                 rec.pending.extend(transitions)
             return
         for tr in transitions:
@@ -202,11 +208,15 @@ class Engine:
         self.metrics.observe(rec.key, att)
         self.metrics.place(uuid, rec.key, rec.state, now)
 
-    def _name_known(self, rec: TaskRecord, now: float, name: str | None = None) -> None:
+    def _labels_known(self, rec: TaskRecord) -> bool:
+        """Name known, and queue known unless this task type is never seen sent."""
+        return rec.name is not None and (rec.queue is not None or rec.name not in self._sends)
+
+    def _fix_labels(self, rec: TaskRecord, now: float) -> None:
         """Fix the task's labels and release the transitions that waited for them."""
-        rec.key = self.metrics.label(name or rec.name, rec.queue)
+        rec.key = self.metrics.label(rec.name, rec.queue)
         pending, rec.pending = rec.pending, None
-        self._nameless.pop(rec.uuid, None)
+        self._unlabelled.pop(rec.uuid, None)
         for tr in pending or ():
             self._emit(rec.key, tr)
         for att in rec.attempts:
@@ -222,18 +232,18 @@ class Engine:
 
     def _evict(self) -> None:
         uuid, _ = self._tasks.popitem(last=False)
-        self._nameless.pop(uuid, None)
+        self._unlabelled.pop(uuid, None)
         self.metrics.forget(uuid)
         self.tasks_evicted += 1
 
     def tick(self, now: float) -> None:
-        """Time-driven rules: names waited for too long count as unknown; purge workers."""
+        """Time-driven rules: labels waited for too long are fixed as known; purge workers."""
         wait = self.config.name_wait
-        while self._nameless:
-            uuid, since = next(iter(self._nameless.items()))
+        while self._unlabelled:
+            uuid, since = next(iter(self._unlabelled.items()))
             if now - since < wait:
                 break
-            self._name_known(self._tasks[uuid], now, UNKNOWN)
+            self._fix_labels(self._tasks[uuid], now)
         self.workers.purge(now)
 
     def task(self, uuid: str) -> TaskRecord | None:

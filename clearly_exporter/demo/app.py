@@ -1,0 +1,132 @@
+"""The demo's Celery app: small tasks that between them produce every kind of task event.
+
+Configured from the environment, because the workers run as ``celery -A`` subprocesses
+and the environment is the one channel the runner shares with them:
+
+``CLEARLY_DEMO_BROKER``
+    broker URL; ``filesystem:///dir`` (the default, under ``/tmp``) needs no server.
+``CLEARLY_DEMO_BACKEND``
+    result backend URL; unset with a ``filesystem:///dir`` broker means ``file://dir/results``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from urllib.parse import urlsplit
+
+from celery import Celery, Task
+
+from clearly_exporter.brokers import connection_config
+
+DEFAULT_BROKER = "filesystem:///tmp/clearly-demo"
+#: Over the 1024 characters past which Celery events truncate ``result``/``args``.
+BIG_RESULT_CHARS = 5000
+
+
+def default_backend(broker: str) -> str | None:
+    """Celery's file backend beside a filesystem broker, so the demo needs no server at all."""
+    parts = urlsplit(broker)
+    if parts.scheme == "filesystem" and parts.path not in ("", "/"):
+        return f"file://{os.path.join(parts.path, 'results')}"
+    return None
+
+
+def make_app(broker: str, backend: str | None) -> Celery:
+    """Build the app; a separate function so tests and the runner can see the resolved config."""
+    url, options = connection_config(broker)
+    backend = backend or default_backend(broker)
+    if backend and backend.startswith("file://"):
+        # Celery's file backend refuses to start on a missing folder.
+        os.makedirs(urlsplit(backend).path, exist_ok=True)
+    celery_app = Celery("clearly_demo")
+    celery_app.conf.update(
+        broker_url=url,
+        broker_transport_options=options,
+        broker_connection_retry_on_startup=True,
+        result_backend=backend,
+        result_extended=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_prefetch_multiplier=1,
+        task_acks_late=False,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+    )
+    return celery_app
+
+
+app = make_app(
+    os.environ.get("CLEARLY_DEMO_BROKER") or DEFAULT_BROKER,
+    os.environ.get("CLEARLY_DEMO_BACKEND") or None,
+)
+
+
+@app.task(name="demo.add")
+def add(x: int, y: int) -> int:
+    """The plain success case, and the building block of chains, groups and chords."""
+    return x + y
+
+
+@app.task(name="demo.fail")
+def fail(msg: str) -> None:
+    """Always fails, for task-failed events with an exception and traceback."""
+    raise ValueError(msg)
+
+
+@app.task(name="demo.flaky", bind=True)
+def flaky(self: Task, key: str, failures: int = 2) -> str:
+    """Retries ``failures`` times before succeeding, for task-retried events.
+
+    The attempt count comes from the request, not shared state, so any worker can
+    take any attempt.
+    """
+    retries = self.request.retries
+    if retries < failures:
+        raise self.retry(
+            exc=RuntimeError(f"{key} not ready (attempt {retries + 1})"),
+            countdown=0.2,
+            max_retries=5,
+        )
+    return f"ok after {retries} retries"
+
+
+@app.task(name="demo.slow")
+def slow(seconds: float) -> float:
+    """Holds a worker slot, so runtimes and in-progress gauges have something to show."""
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="demo.big")
+def big(payload: str) -> str:
+    """Returns more than events carry, to show how truncated ``result`` values are handled."""
+    return payload[::-1].ljust(BIG_RESULT_CHARS, "#")
+
+
+@app.task(name="demo.login")
+def login(user: str, password: str = "") -> str:
+    """Takes a secret keyword argument, to show redaction of ``kwargs`` in events."""
+    return f"hello {user}"
+
+
+@app.task(name="demo.spawn")
+def spawn(n: int) -> int:
+    """Sends ``n`` subtasks from inside a task, so they carry ``parent_id`` and ``root_id``."""
+    for i in range(n):
+        add.delay(i, i)
+    return n
+
+
+@app.task(name="demo.wait_then")
+def wait_then(seconds: float) -> float:
+    """Sent with a countdown and revoked before it runs, for task-revoked events."""
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="demo.total")
+def total(numbers: list[int]) -> int:
+    """The chord callback: sums the header's results."""
+    return sum(numbers)

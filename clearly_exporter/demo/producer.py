@@ -1,0 +1,138 @@
+"""Steady, mixed traffic for the demo app, so every metric moves without user input.
+
+Run as ``python -m clearly_exporter.demo.producer``; SIGINT or SIGTERM stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+from collections.abc import Callable
+
+from celery import chain, chord, group
+
+from clearly_exporter.demo.app import (
+    add,
+    app,
+    big,
+    fail,
+    flaky,
+    login,
+    slow,
+    spawn,
+    total,
+    wait_then,
+)
+
+#: A traffic action sends some work and returns how many messages it published.
+Action = Callable[[random.Random], int]
+
+
+def _add(rng: random.Random) -> int:
+    add.delay(rng.randint(0, 100), rng.randint(0, 100))
+    return 1
+
+
+def _fail(rng: random.Random) -> int:
+    fail.delay(rng.choice(["bad input", "upstream timeout", "no such user"]))
+    return 1
+
+
+def _flaky(rng: random.Random) -> int:
+    flaky.delay(f"job-{rng.randint(0, 999)}", failures=rng.randint(1, 3))
+    return 1
+
+
+def _slow(rng: random.Random) -> int:
+    slow.delay(round(rng.uniform(0.5, 3.0), 2))
+    return 1
+
+
+def _big(rng: random.Random) -> int:
+    big.delay("".join(rng.choices("abcdef", k=2000)))
+    return 1
+
+
+def _login(rng: random.Random) -> int:
+    login.delay(rng.choice(["alice", "bob", "carol"]), password="hunter2")
+    return 1
+
+
+def _spawn(rng: random.Random) -> int:
+    n = rng.randint(2, 4)
+    spawn.delay(n)
+    return 1 + n
+
+
+def _revoked(rng: random.Random) -> int:
+    result = wait_then.apply_async((1.0,), countdown=rng.uniform(2.0, 5.0))
+    app.control.revoke(result.id)
+    return 2
+
+
+def _chain(rng: random.Random) -> int:
+    chain(add.s(1, 2), add.s(3), add.s(4)).delay()
+    return 3
+
+
+def _group(rng: random.Random) -> int:
+    n = rng.randint(2, 5)
+    group(add.s(i, i) for i in range(n)).delay()
+    return n
+
+
+def _chord(rng: random.Random) -> int:
+    n = rng.randint(2, 5)
+    chord(add.s(i, i) for i in range(n))(total.s())
+    return n + 1
+
+
+#: Action → relative weight; plain successes dominate, as in real traffic.
+MIX: dict[Action, int] = {
+    _add: 6,
+    _fail: 1,
+    _flaky: 1,
+    _slow: 2,
+    _big: 1,
+    _login: 1,
+    _spawn: 1,
+    _revoked: 1,
+    _chain: 1,
+    _group: 1,
+    _chord: 1,
+}
+
+
+def actions() -> dict[Action, int]:
+    """The traffic mix this app supports: chords need a result backend to join on."""
+    if app.conf.result_backend:
+        return MIX
+    return {action: weight for action, weight in MIX.items() if action is not _chord}
+
+
+def run_producer(stop: threading.Event, rate: float = 2.0, seed: int | None = None) -> None:
+    """Send a random mix of tasks at about ``rate`` messages a second until ``stop`` is set.
+
+    Waiting on ``stop`` rather than sleeping makes a stop request take effect at once.
+    """
+    if rate <= 0:
+        raise ValueError(f"rate must be positive, got {rate}")
+    rng = random.Random(seed)
+    mix = actions()
+    choices, weights = list(mix), list(mix.values())
+    while not stop.is_set():
+        sent = rng.choices(choices, weights)[0](rng)
+        stop.wait(sent / rate)
+
+
+def main() -> None:
+    """Entry point for the producer subprocess: the signals set the stop event."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    run_producer(stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The engine as a whole: bounds, eviction, bad input and the snapshot it renders."""
+
+import pytest
+
+from clearly_exporter.engine import Engine, EngineConfig
+from tests.engine.events import (
+    T0,
+    counts,
+    feed,
+    received,
+    sent,
+    started,
+    succeeded,
+    worker_event,
+)
+
+
+def test_eviction_of_an_in_flight_task_is_counted_and_a_later_event_is_safe():
+    engine = feed(
+        [received("a", T0), started("a", T0 + 1), received("b", T0 + 2)],
+        EngineConfig(max_tasks=1),
+    )
+    assert engine.task("a") is None
+    assert engine.tasks_evicted == 1
+    snap = engine.snapshot(T0 + 3)
+    assert snap.tasks.in_progress[("app.add", "celery", "STARTED")][0] == 0
+    assert snap.tasks.in_progress[("app.add", "celery", "RECEIVED")][0] == 1
+    engine.handle(succeeded("a", T0 + 4), T0 + 4)
+    assert engine.task("a").state == "SUCCESS"
+    assert engine.tasks_evicted == 2
+
+
+def test_in_progress_gauge_and_oldest_age_follow_the_current_state():
+    engine = Engine()
+    engine.handle(sent("a", T0), T0)
+    engine.handle(sent("b", T0 + 1), T0 + 5)
+    engine.handle(received("a", T0 + 2), T0 + 8)
+    snap = engine.snapshot(T0 + 10)
+    assert snap.tasks.in_progress[("app.add", "q1", "PENDING")] == (1, T0 + 5)
+    assert snap.tasks.in_progress[("app.add", "q1", "RECEIVED")] == (1, T0 + 8)
+    for i, event in enumerate([started("a", 0), succeeded("a", 0), received("b", 0)]):
+        engine.handle(event, T0 + 11 + i)
+    engine.handle(started("b", 0), T0 + 20)
+    engine.handle(succeeded("b", 0), T0 + 21)
+    snap = engine.snapshot(T0 + 30)
+    assert {k: v[0] for k, v in snap.tasks.in_progress.items()} == {
+        ("app.add", "q1", "PENDING"): 0,
+        ("app.add", "q1", "RECEIVED"): 0,
+        ("app.add", "q1", "STARTED"): 0,
+    }
+
+
+def test_task_names_beyond_the_limit_fold_into_other():
+    events = [received(f"t{i}", T0, name=f"app.t{i}") for i in range(5)]
+    engine = feed(events, EngineConfig(max_task_names=3))
+    names = {name for (name, _, _) in engine.metrics.tasks}
+    assert names == {"app.t0", "app.t1", "app.t2", "other"}
+    assert engine.metrics.tasks[("other", "celery", "RECEIVED")] == 2
+
+
+def test_malformed_events_are_counted_and_skipped():
+    bad = [
+        "not a dict",
+        {"no": "type"},
+        {"type": 5},
+        {"type": "task-received"},
+        {"type": "task-received", "uuid": ""},
+        {"type": "worker-heartbeat", "hostname": None},
+        {"type": "task-received", "uuid": "x", "retries": "many", "timestamp": "soon"},
+        {"type": "task-succeeded", "uuid": "y", "runtime": "fast", "timestamp": float("nan")},
+        {"type": "worker-heartbeat", "hostname": "w", "loadavg": "high", "freq": -1},
+    ]
+    engine = Engine()
+    engine.ingest(bad + [received("ok", T0)], T0)
+    assert engine.events_invalid == 6
+    assert engine.task("x").attempts[0].retries == 0
+    assert engine.task("ok").state == "RECEIVED"
+    assert engine.workers.views(T0)[0].freq == 2.0
+
+
+def test_hostile_event_types_fold_into_other():
+    engine = Engine()
+    engine.ingest([{"type": f"custom-{i}"} for i in range(200)], T0)
+    assert len(engine.events) == 65
+    assert engine.events["other"] == 200 - 64
+
+
+def test_event_lag_uses_receive_time_minus_event_time_clamped_at_zero():
+    engine = Engine()
+    engine.handle(received("a", T0), T0 + 0.2)
+    engine.handle(received("b", T0 + 9), T0)
+    assert engine.event_lag.count == 2
+    assert engine.event_lag.total == pytest.approx(0.2)
+
+
+def test_snapshot_is_a_copy():
+    engine = feed([received("a", T0)])
+    snap = engine.snapshot(T0)
+    engine.handle(received("b", T0), T0)
+    assert snap.tasks.tasks == {("app.add", "celery", "RECEIVED"): 1}
+    assert counts(engine) == {"RECEIVED": 2}
+
+
+def test_queues_seen_in_events_are_remembered_for_depth_probes():
+    engine = feed([sent("a", T0, queue="emails"), worker_event("worker-online", "w", T0)])
+    assert engine.snapshot(T0).queues == {"emails"}
