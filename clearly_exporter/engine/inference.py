@@ -8,7 +8,7 @@ counted states and the same current state.
 from __future__ import annotations
 
 from clearly_exporter.engine.records import Attempt, TaskRecord, Transition
-from clearly_exporter.engine.states import BIT, IMPLIES, RANK, REJECTED, REOPENS, RETRY
+from clearly_exporter.engine.states import BIT, FINAL, IMPLIES, RANK, REJECTED, REOPENS, RETRY
 
 
 def fits(attempt: Attempt, state: str) -> bool:
@@ -25,9 +25,10 @@ def select_attempt(rec: TaskRecord, state: str, retries: int | None, ts: float |
     """The attempt an event belongs to, opening one when the event proves a new one.
 
     Only task-sent and task-received carry ``retries``; other events go to the oldest
-    attempt that can still take their state, unless the event is newer than the next
-    attempt's reception (a retried task's new message is often seen before the old
-    attempt's own retried event, so "the last attempt" would be wrong).
+    attempt that can still take their state (a retried task's next message is often
+    seen before the old attempt's own started and retried events, so "the last
+    attempt" would be wrong). An attempt followed by another ended in a way that
+    brought the task back, so a final outcome never goes to it.
     """
     attempts = rec.attempts
     if not attempts:
@@ -35,13 +36,8 @@ def select_attempt(rec: TaskRecord, state: str, retries: int | None, ts: float |
     for i, att in enumerate(attempts):
         if retries is not None and att.retries != retries:
             continue
-        if not fits(att, state):
-            continue
-        nxt = attempts[i + 1] if i + 1 < len(attempts) else None
-        later = nxt is not None and nxt.t_received is not None
-        if retries is None and ts is not None and later and ts >= nxt.t_received:
-            continue
-        return att
+        if fits(att, state) and not (state in FINAL and i + 1 < len(attempts)):
+            return att
     last = attempts[-1]
     if retries is not None and retries > last.retries:
         return _insert(rec, len(attempts), retries)

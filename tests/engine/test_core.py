@@ -71,7 +71,7 @@ def test_malformed_events_are_counted_and_skipped():
         {"type": "worker-heartbeat", "hostname": "w", "loadavg": "high", "freq": -1},
     ]
     engine = Engine()
-    engine.ingest(bad + [received("ok", T0)], T0)
+    engine.ingest([*bad, received("ok", T0)], T0)
     assert engine.events_invalid == 6
     assert engine.task("x").attempts[0].retries == 0
     assert engine.task("ok").state == "RECEIVED"

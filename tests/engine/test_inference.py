@@ -110,6 +110,44 @@ def test_retry_when_the_new_attempt_outruns_the_old_one():
     assert engine.inferred == {}
 
 
+def test_retry_whose_next_attempt_is_received_before_the_retried_event():
+    """With a countdown the worker receives the next message before it reports the retry."""
+    events = [
+        sent("a", T0, retries=0),
+        received("a", T0 + 1, retries=0),
+        started("a", T0 + 2),
+        sent("a", T0 + 3, retries=1, eta="2030-01-01T00:00:00"),
+        received("a", T0 + 3.001, retries=1, eta="2030-01-01T00:00:00"),
+        retried("a", T0 + 3.002),
+        started("a", T0 + 4),
+        succeeded("a", T0 + 5),
+    ]
+    engine = feed(events)
+    assert counts(engine) == {
+        "PENDING": 2,
+        "RECEIVED": 2,
+        "STARTED": 2,
+        "RETRY": 1,
+        "SUCCESS": 1,
+    }
+    assert [a.outcome for a in engine.task("a").attempts] == ["RETRY", "SUCCESS"]
+
+
+def test_lost_events_of_an_old_attempt_never_take_the_final_outcome():
+    events = [
+        received("a", T0 + 1, retries=0),
+        received("a", T0 + 4, retries=1),
+        started("a", T0 + 5),
+        succeeded("a", T0 + 6),
+    ]
+    engine = feed(events)
+    rec = engine.task("a")
+    assert rec.state == "SUCCESS"
+    assert rec.attempts[-1].outcome == "SUCCESS"
+    in_progress = engine.snapshot(T0 + 7).tasks.in_progress
+    assert all(n == 0 for n, _ in in_progress.values())
+
+
 def test_task_waiting_for_its_retry_is_in_progress_as_retry():
     engine = feed([received("a", T0, retries=0), started("a", T0 + 1), retried("a", T0 + 2)])
     assert engine.task("a").state == "RETRY"
