@@ -150,7 +150,10 @@ def _result(rng: random.Random) -> str:
     return repr({"status": "ok", "rows": rng.randrange(1000)})
 
 
-def _plan(spec: StormSpec, rng: random.Random, offset: float, now: float) -> tuple:
+Timeline = list[tuple[float, int, _Sender, str, dict]]
+
+
+def _plan(spec: StormSpec, rng: random.Random, now: float) -> tuple[Timeline, list[_Sender]]:
     """Every task's events on the timeline, and the senders they come from."""
     if min(spec.tasks, spec.names, spec.workers, spec.clients, spec.batch, spec.sent_batch) < 1:
         raise ValueError("tasks, names, workers, clients and batch sizes must be at least 1")
@@ -166,7 +169,7 @@ def _plan(spec: StormSpec, rng: random.Random, offset: float, now: float) -> tup
     ]
     span = spec.tasks / spec.rate
     start = now - span - 5.0
-    timeline: list[tuple[float, int, _Sender, str, dict]] = []
+    timeline: Timeline = []
     ids: list[str] = []
     roots: dict[str, str] = {}
     for i in range(spec.tasks):
@@ -248,8 +251,8 @@ def _plan(spec: StormSpec, rng: random.Random, offset: float, now: float) -> tup
             first = start + rng.uniform(0, spec.heartbeat)
             for b in range(beats):
                 etype = "worker-online" if b == 0 else "worker-heartbeat"
-                timeline.append((first + b * spec.heartbeat, -1 - n - b * len(workers), worker,
-                                 etype, {}))
+                seq = -1 - n - b * len(workers)
+                timeline.append((first + b * spec.heartbeat, seq, worker, etype, {}))
     heapq.heapify(timeline)
     return timeline, workers + clients
 
@@ -258,7 +261,7 @@ def build_storm(spec: StormSpec, now: float | None = None) -> Storm:
     """Lay the storm's events on a timeline that ends now, and batch them per sender."""
     rng = random.Random(spec.seed)
     offset = utcoffset()
-    timeline, senders = _plan(spec, rng, offset, time.time() if now is None else now)
+    timeline, senders = _plan(spec, rng, time.time() if now is None else now)
     storm = Storm(spec, [])
     software = {"sw_ident": "py-celery", "sw_ver": celery.__version__, "sw_sys": platform.system()}
 

@@ -20,7 +20,7 @@ ENV = "CLEARLY_EXPORTER_"
 
 def option(*decls: str, **kwargs):
     """A click option whose environment variable is ``CLEARLY_EXPORTER_<LONG NAME>``."""
-    long = next(d for d in decls if d.startswith("--"))
+    long = next(d for d in decls if d.startswith("--")).split("/")[0]
     kwargs.setdefault("envvar", ENV + long[2:].replace("-", "_").upper())
     kwargs.setdefault("show_envvar", True)
     kwargs.setdefault("show_default", True)

@@ -73,12 +73,12 @@ def parse_metrics(text: str) -> Samples:
     return out
 
 
-def select(samples: Samples, name: str, **labels: str) -> dict[tuple, float]:
-    """Samples of ``name`` whose labels include ``labels``, keyed by their other labels."""
+def select(samples: Samples, metric: str, **labels: str) -> dict[tuple, float]:
+    """Samples of ``metric`` whose labels include ``labels``, keyed by their other labels."""
     out = {}
     for (sname, slabels), value in samples.items():
         d = dict(slabels)
-        if sname == name and all(d.get(k) == v for k, v in labels.items()):
+        if sname == metric and all(d.get(k) == v for k, v in labels.items()):
             out[tuple(sorted((k, v) for k, v in d.items() if k not in labels))] = value
     return out
 

@@ -15,9 +15,7 @@ from tests.support import Exporter, Samples, Worker, http_get, select, wait_for
 def producer(broker: str) -> Celery:
     url, options = connection_config(broker)
     app = Celery("test-producer", set_as_current=False)
-    app.conf.update(
-        broker_url=url, broker_transport_options=options, task_send_sent_event=True
-    )
+    app.conf.update(broker_url=url, broker_transport_options=options, task_send_sent_event=True)
     return app
 
 

@@ -1,12 +1,15 @@
 """Steady, mixed traffic for the demo app, so every metric moves without user input.
 
 Run as ``python -m clearly_exporter.demo.producer``; SIGINT or SIGTERM stop it cleanly.
+``CLEARLY_DEMO_RATE`` sets the messages per second (default 2).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import signal
+import sys
 import threading
 from collections.abc import Callable
 
@@ -24,6 +27,9 @@ from clearly_exporter.demo.app import (
     total,
     wait_then,
 )
+
+#: How often the main thread checks that the producing thread is still alive.
+SIGNAL_POLL = 0.5
 
 #: A traffic action sends some work and returns how many messages it published.
 Action = Callable[[random.Random], int]
@@ -126,13 +132,29 @@ def run_producer(stop: threading.Event, rate: float = 2.0, seed: int | None = No
         stop.wait(sent / rate)
 
 
-def main() -> None:
-    """Entry point for the producer subprocess: the signals set the stop event."""
+def main() -> int:
+    """Produce on a thread while the main thread waits for SIGINT/SIGTERM; the exit code.
+
+    The signals are blocked and collected with ``sigtimedwait`` rather than handled: a
+    handler calling ``Event.set`` deadlocks if it interrupts the main thread while that
+    holds the event's lock. A second signal stops waiting for a stuck publish.
+    """
+    signals = {signal.SIGINT, signal.SIGTERM}
+    # Blocked before the thread starts, so the thread inherits the mask too.
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    run_producer(stop)
+    rate = float(os.environ.get("CLEARLY_DEMO_RATE") or 2.0)
+    thread = threading.Thread(target=run_producer, args=(stop, rate), name="producer", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        if signal.sigtimedwait(signals, SIGNAL_POLL) is None:
+            continue
+        if stop.is_set():
+            break
+        stop.set()
+    # Without a stop request the thread died on its own, and its traceback is printed.
+    return 0 if stop.is_set() else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

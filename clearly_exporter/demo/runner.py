@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -110,8 +109,41 @@ def plan(
     ]
 
 
-def stop_all(children: list[Child], deadline: float = STOP_DEADLINE) -> None:
-    """Stop the children stage by stage: SIGTERM, wait up to ``deadline``, then SIGKILL.
+class StopRequest:
+    """Set by the SIGINT/SIGTERM handlers.
+
+    A plain attribute, not a ``threading.Event``: ``Event.set`` takes a lock, and a handler
+    that runs while the main thread holds that lock (inside ``Event.wait``) deadlocks.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+@contextmanager
+def stop_on_signals(stop: StopRequest) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to ``stop``, so shutdown never starts mid-statement.
+
+    Signal handlers can only be set from the main thread, so ``run_demo`` must run there.
+    """
+    signums = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, stop) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def stop_all(children: list[Child]) -> None:
+    """Stop the children stage by stage: SIGTERM, wait up to ``STOP_DEADLINE``, then SIGKILL.
 
     SIGTERM goes to the main process only: for a Celery worker that is a warm shutdown,
     and the worker stops its own pool. SIGKILL goes to the child's whole session.
@@ -123,9 +155,10 @@ def stop_all(children: list[Child], deadline: float = STOP_DEADLINE) -> None:
                 child.process.terminate()
         for child in group:
             try:
-                child.process.wait(timeout=deadline)
+                child.process.wait(timeout=STOP_DEADLINE)
             except subprocess.TimeoutExpired:
-                click.echo(f"{child.step.name} did not stop in {deadline:g}s; killing it", err=True)
+                name = child.step.name
+                click.echo(f"{name} did not stop in {STOP_DEADLINE:g}s; killing it", err=True)
                 with suppress(ProcessLookupError):
                     os.killpg(child.process.pid, signal.SIGKILL)
                 child.process.wait()
@@ -141,6 +174,12 @@ def exited(children: list[Child]) -> bool:
     return False
 
 
+def pause(children: list[Child]) -> None:
+    """Wait one poll interval, or less if the newest part exits meanwhile."""
+    with suppress(subprocess.TimeoutExpired):
+        children[-1].process.wait(timeout=POLL_INTERVAL)
+
+
 def healthy(url: str) -> bool:
     """Whether ``url`` answers 200 right now."""
     try:
@@ -150,22 +189,23 @@ def healthy(url: str) -> bool:
         return False
 
 
-def await_ready(url: str, children: list[Child], stop: threading.Event) -> bool:
+def await_ready(url: str, children: list[Child], stop: StopRequest) -> bool:
     """Wait for ``url`` to answer 200; False if stopped or a child died meanwhile.
 
     A part that is slow to get ready (a broker still starting) is reported, not fatal.
     """
     deadline = time.monotonic() + READY_DEADLINE
     while not healthy(url):
-        if exited(children) or stop.wait(POLL_INTERVAL):
+        if stop.requested or exited(children):
             return False
         if time.monotonic() > deadline:
             click.echo(f"{url} not ready after {READY_DEADLINE:g}s; going on", err=True)
             return True
+        pause(children)
     return True
 
 
-def supervise(steps: list[Step], env: dict[str, str], stop: threading.Event) -> int:
+def supervise(steps: list[Step], env: dict[str, str], stop: StopRequest) -> int:
     """Start the parts and watch them until ``stop`` (0) or one exits by itself (1).
 
     Each part gets a session of its own, so a terminal's Ctrl-C reaches only the runner.
@@ -176,28 +216,14 @@ def supervise(steps: list[Step], env: dict[str, str], stop: threading.Event) -> 
             process = subprocess.Popen(step.command, env=env, start_new_session=True)
             children.append(Child(step, process))
             if step.ready_url and not await_ready(step.ready_url, children, stop):
-                return 0 if stop.is_set() else 1
-        while not stop.wait(POLL_INTERVAL):
+                return 0 if stop.requested else 1
+        while not stop.requested:
             if exited(children):
                 return 1
+            pause(children)
         return 0
     finally:
         stop_all(children)
-
-
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into ``stop``, so shutdown never starts mid-statement.
-
-    Signal handlers can only be set from the main thread, so ``run_demo`` must run there.
-    """
-    signums = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in signums}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def announce(role: str | None, broker: str, host: str, port: int) -> None:
@@ -231,7 +257,7 @@ def run_demo(
     folder = tempfile.mkdtemp(prefix="clearly-demo-") if broker is None else None
     broker = broker or f"filesystem://{folder}"
     env = {**os.environ, "CLEARLY_DEMO_BROKER": broker}
-    stop = threading.Event()
+    stop = StopRequest()
     try:
         steps = plan(role, broker, host, port, workers, exporter_args or [])
         with stop_on_signals(stop):

@@ -1,0 +1,600 @@
+"""Event-rate benchmark: the exporter against celery's bare ``EventReceiver``, one storm.
+
+Both consumers are started and truly subscribed, then frozen (SIGSTOP); the storm is
+published once, so Redis keeps a backlog of it for each (its pub/sub output buffer
+limit is lifted for the run and restored after). Then each consumer in turn is thawed
+(SIGCONT) with the machine to itself, and the time until it has accounted for every
+event is taken. See bench/README.md for the method and the latest figures::
+
+    python bench/run.py --tasks 100000 --names 200 --workers 20 \\
+        --broker redis://127.0.0.1:6379/13
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.error import URLError
+from urllib.parse import urlsplit
+
+import redis
+from storm import Storm, build_storm, describe, publish, spec_arguments, spec_from
+
+BENCH = Path(__file__).resolve().parent
+PR_SET_PDEATHSIG = 1
+#: How often the drain watcher samples the consumer's CPU time.
+SAMPLE = 0.005
+#: A consumer is idle once it used under IDLE_SHARE of a CPU over the last QUIET seconds.
+QUIET = 0.3
+IDLE_SHARE = 0.05
+#: Samples where the consumer used at least this share of a CPU count as working.
+BUSY_SHARE = 0.5
+#: Least time between two count queries while a consumer looks idle but is not done.
+QUERY_EVERY = 0.5
+#: An idle consumer whose count has not moved for this long has stalled.
+STALL = 5.0
+METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+class BenchError(RuntimeError):
+    """A run that cannot go on; said in one line."""
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed if the runner dies, so no consumer outlives it."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
+    """Poll ``check`` until true, or fail once ``timeout`` seconds have gone."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def _schedstat_works() -> bool:
+    try:
+        return int(Path("/proc/self/schedstat").read_text().split()[0]) > 0
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+SCHEDSTAT = _schedstat_works()
+TICK_NS = 1e9 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time the process's threads have used, in ns (schedstat; else tick-grained)."""
+    if not SCHEDSTAT:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int((int(fields[11]) + int(fields[12])) * TICK_NS)
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def memory_kb(pid: int, key: str) -> int:
+    """A ``Vm*`` line of /proc/<pid>/status, in kB (VmHWM is the peak RSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise BenchError(f"no {key} for pid {pid}")
+
+
+def all_stopped(pid: int) -> bool:
+    """True once every thread of the process is in the stopped state."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        state = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state not in ("T", "t"):
+            return False
+    return True
+
+
+def redis_local_ports(pid: int, redis_port: int) -> set[int]:
+    """Local ports of the process's TCP connections to Redis, from /proc."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if cols[9] in inodes and int(cols[2].rsplit(":", 1)[1], 16) == redis_port:
+                ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+@dataclass
+class Result:
+    """One consumer's drain."""
+
+    consumer: str
+    events: int
+    expected: int
+    seconds: float
+    cpu_seconds: float
+    peak_rss_kb: int
+    rss_before_kb: int
+    complete: bool
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+class Consumer:
+    """A consumer subprocess: start, readiness, freezing, counting and its Redis link."""
+
+    name = "consumer"
+
+    def __init__(self, argv: list[str], log: Path, **popen: object) -> None:
+        self.log = log
+        self._log_file = log.open("wb")
+        self.proc = subprocess.Popen(
+            argv,
+            stderr=self._log_file,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            **popen,
+        )
+        self.pid = self.proc.pid
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise BenchError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def subscription(self, r: redis.Redis, db: int) -> dict | None:
+        """Redis's CLIENT LIST entry of this process's pattern-subscribed connection."""
+        ports = redis_local_ports(self.pid, r.connection_pool.connection_kwargs["port"])
+        for client in r.client_list(_type="pubsub"):
+            port = int(client["addr"].rsplit(":", 1)[1])
+            if port in ports and int(client["psub"]) > 0 and int(client["db"]) == db:
+                return client
+        return None
+
+    def stop(self) -> None:
+        """Terminate (thawing it so it can), then kill if it will not go."""
+        if self.proc.poll() is None:
+            for sig in (signal.SIGTERM, signal.SIGCONT):
+                os.kill(self.pid, sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+
+
+class BareReceiver(Consumer):
+    """bench/bare_receiver.py: ``consuming`` when set up, its count per stdin line."""
+
+    name = "bare EventReceiver"
+
+    def __init__(self, broker: str, log: Path) -> None:
+        argv = [sys.executable, str(BENCH / "bare_receiver.py"), "--broker", broker]
+        super().__init__(argv, log, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self._said_consuming = False
+
+    def _line(self, timeout: float) -> str:
+        import select
+
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            self.check_alive()
+            raise BenchError(f"{self.name} did not answer within {timeout:.0f} s")
+        line = self.proc.stdout.readline().decode().strip()
+        if not line:
+            self.check_alive()
+        return line
+
+    def ready(self) -> bool:
+        if not self._said_consuming:
+            self._said_consuming = self._line(30) == "consuming"
+        return self._said_consuming
+
+    def count(self) -> int:
+        self.proc.stdin.write(b"\n")
+        return int(self._line(30))
+
+
+class Exporter(Consumer):
+    """``clearly-exporter run``: ready when /healthz is 200, its count from /metrics."""
+
+    name = "clearly-exporter"
+
+    def __init__(self, broker: str, port: int, max_tasks: int, extra: list[str], log: Path):
+        argv = [
+            sys.executable,
+            "-m",
+            "clearly_exporter",
+            "run",
+            "--broker",
+            broker,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-tasks",
+            str(max_tasks),
+            "--log-level",
+            "warning",
+            *extra,
+        ]
+        super().__init__(argv, log, stdout=self._devnull())
+        self.base = f"http://127.0.0.1:{port}"
+
+    @staticmethod
+    def _devnull() -> int:
+        return subprocess.DEVNULL
+
+    def get(self, path: str, timeout: float = 60) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def ready(self) -> bool:
+        self.check_alive()
+        try:
+            return self.get("/healthz", timeout=5)[0] == 200
+        except (URLError, ConnectionError, TimeoutError):
+            return False
+
+    def metrics(self) -> list[tuple[str, dict[str, str], float]]:
+        status, body = self.get("/metrics")
+        if status != 200:
+            raise BenchError(f"/metrics answered {status}")
+        return parse_metrics(body.decode())
+
+    def count(self) -> int:
+        return int(sum(v for name, _, v in self.metrics() if name == "clearly_exporter_events_total"))
+
+
+def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """Samples of a Prometheus text exposition: (name, labels, value)."""
+    samples = []
+    for line in text.splitlines():
+        match = METRIC.match(line)
+        if match and not line.startswith("#"):
+            labels = dict(LABEL.findall(match.group(2) or ""))
+            samples.append((match.group(1), labels, float(match.group(3))))
+    return samples
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def settle(consumer: Consumer, timeout: float = 30) -> None:
+    """Wait until the consumer is idle, so freezing it leaves no startup work behind."""
+    samples = [(time.perf_counter(), cpu_ns(consumer.pid))]
+
+    def idle() -> bool:
+        consumer.check_alive()
+        now = time.perf_counter()
+        samples.append((now, cpu_ns(consumer.pid)))
+        old = [s for s in samples if now - s[0] >= QUIET]
+        if not old:
+            return False
+        t, c = old[-1]
+        return (samples[-1][1] - c) / 1e9 < IDLE_SHARE * (now - t)
+
+    wait_for(f"{consumer.name} to be idle", idle, timeout)
+
+
+def freeze(consumer: Consumer) -> None:
+    os.kill(consumer.pid, signal.SIGSTOP)
+    wait_for(f"{consumer.name} to stop", lambda: all_stopped(consumer.pid), 10)
+
+
+def drain(consumer: Consumer, expected: int, timeout: float) -> Result:
+    """Thaw the consumer and time it until its count reaches ``expected``.
+
+    The watcher never asks for the count while the consumer works (a scrape would steal
+    its CPU): it samples the consumer's CPU time every few ms, asks only once it has been
+    idle for a moment, and dates the end at the last sample where it was still working.
+    """
+    rss_before = memory_kb(consumer.pid, "VmRSS")
+    t0 = time.perf_counter()
+    c0 = cpu_ns(consumer.pid)
+    os.kill(consumer.pid, signal.SIGCONT)
+    samples = [(t0, c0)]
+    last_busy = samples[0]
+    last_query = 0.0
+    counted, moved = -1, t0
+    deadline = t0 + timeout
+    while True:
+        time.sleep(SAMPLE)
+        consumer.check_alive()
+        now, cpu = time.perf_counter(), cpu_ns(consumer.pid)
+        prev_t, prev_c = samples[-1]
+        samples.append((now, cpu))
+        if (cpu - prev_c) / 1e9 >= BUSY_SHARE * (now - prev_t):
+            last_busy = (now, cpu)
+        window = [s for s in samples if now - s[0] >= QUIET]
+        quiet = bool(window) and (cpu - window[-1][1]) / 1e9 < IDLE_SHARE * (now - window[-1][0])
+        if quiet and now - last_query >= QUERY_EVERY:
+            end = last_busy
+            last_query = now
+            n = consumer.count()
+            if n >= expected:
+                break
+            if n != counted:
+                counted, moved = n, now
+            elif now - moved >= STALL:
+                return Result(
+                    consumer.name,
+                    n,
+                    expected,
+                    end[0] - t0,
+                    (end[1] - c0) / 1e9,
+                    memory_kb(consumer.pid, "VmHWM"),
+                    rss_before,
+                    complete=False,
+                )
+            samples = samples[-1:]
+        if now > deadline:
+            raise BenchError(f"{consumer.name} did not finish within {timeout:.0f} s")
+    return Result(
+        consumer.name,
+        n,
+        expected,
+        end[0] - t0,
+        (end[1] - c0) / 1e9,
+        memory_kb(consumer.pid, "VmHWM"),
+        rss_before,
+        complete=n == expected,
+    )
+
+
+@dataclass
+class Scrapes:
+    """/metrics timed after the drain."""
+
+    seconds: list[float] = field(default_factory=list)
+    bytes: int = 0
+    series: int = 0
+    collect_seconds: float = 0.0
+
+
+def time_scrapes(exporter: Exporter, count: int) -> Scrapes:
+    out = Scrapes()
+    for _ in range(count):
+        started = time.perf_counter()
+        status, body = exporter.get("/metrics")
+        out.seconds.append(time.perf_counter() - started)
+        if status != 200:
+            raise BenchError(f"/metrics answered {status}")
+        out.bytes = len(body)
+        samples = parse_metrics(body.decode())
+        out.series = len(samples)
+        out.collect_seconds = next(
+            v for n, _, v in samples if n == "clearly_exporter_scrape_duration_seconds"
+        )
+    return out
+
+
+def exporter_checks(exporter: Exporter, storm: Storm) -> list[str]:
+    """What the exporter says it holds after the drain, against what the storm sent."""
+    samples = exporter.metrics()
+
+    def total(name: str, **labels: str) -> float:
+        return sum(
+            v
+            for n, lab, v in samples
+            if n == name and all(lab.get(k) == want for k, want in labels.items())
+        )
+
+    lines = []
+    by_type = {lab["type"]: int(v) for n, lab, v in samples if n == "clearly_exporter_events_total"}
+    wrong = {t: (by_type.get(t, 0), n) for t, n in storm.counts.items() if by_type.get(t, 0) != n}
+    lines.append(
+        "events by type match the storm"
+        if not wrong
+        else "events by type DIFFER (exporter, storm): " + repr(wrong)
+    )
+    names = {lab["name"] for n, lab, _ in samples if n == "celery_tasks_total" and "name" in lab}
+    lines.append(
+        f"tasks tracked {int(total('clearly_exporter_tasks_tracked'))} of {storm.spec.tasks}, "
+        f"evicted {int(total('clearly_exporter_tasks_evicted_total'))}, "
+        f"invalid events {int(total('clearly_exporter_events_invalid_total'))}, "
+        f"SUCCESS counted {int(total('celery_tasks_total', state='SUCCESS'))}, "
+        f"task names on /metrics {len(names)}"
+    )
+    return lines
+
+
+def redis_target(url: str) -> tuple[redis.Redis, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "redis":
+        raise BenchError("the benchmark needs a redis:// broker (it lifts pub/sub buffer limits)")
+    db = int(parts.path.strip("/") or 0)
+    client = redis.Redis(
+        host=parts.hostname or "127.0.0.1", port=parts.port or 6379, db=db, password=parts.password
+    )
+    return client, db
+
+
+def table(results: list[Result]) -> str:
+    bare = next((r for r in results if isinstance(r, Result) and r.consumer.startswith("bare")))
+    head = ("consumer", "events", "seconds", "events/s", "ratio", "CPU s", "peak RSS MB")
+    rows = [head]
+    for r in results:
+        ratio = r.rate / bare.rate if bare.rate else 0.0
+        flag = "" if r.complete else " (INCOMPLETE)"
+        rows.append(
+            (
+                r.consumer + flag,
+                f"{r.events:,}",
+                f"{r.seconds:.2f}",
+                f"{r.rate:,.0f}",
+                f"{ratio:.2f}",
+                f"{r.cpu_seconds:.2f}",
+                f"{r.peak_rss_kb / 1024:.0f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        for row in rows
+    )
+
+
+def bench(args: argparse.Namespace, r: redis.Redis, db: int, workdir: Path) -> dict:
+    storm = build_storm(spec_from(args))
+    print(f"storm: {describe(storm)}", flush=True)
+    max_tasks = args.max_tasks or max(storm.spec.tasks * 11 // 10, storm.spec.tasks + 1000)
+    consumers: list[Consumer] = []
+    try:
+        bare = BareReceiver(args.broker, workdir / "bare_receiver.log")
+        consumers.append(bare)
+        wait_for("the bare receiver to consume", bare.ready, 30)
+        wait_for("the bare receiver's subscription", lambda: bare.subscription(r, db), 30)
+        exporter = Exporter(
+            args.broker, free_port(), max_tasks, args.exporter_arg, workdir / "exporter.log"
+        )
+        consumers.append(exporter)
+        wait_for("the exporter's /healthz", exporter.ready, 60)
+        wait_for("the exporter's subscription", lambda: exporter.subscription(r, db), 30)
+        for consumer in consumers:
+            settle(consumer)
+            freeze(consumer)
+        seconds = publish(storm, args.broker)
+        print(
+            f"published {storm.events:,} events in {seconds:.1f} s; consumers frozen; "
+            f"Redis backlog per consumer: "
+            + ", ".join(
+                f"{c.name} {int((c.subscription(r, db) or {'omem': 0})['omem']) / 1e6:.0f} MB"
+                for c in consumers
+            ),
+            flush=True,
+        )
+        for consumer in consumers:
+            if consumer.subscription(r, db) is None:
+                raise BenchError(f"Redis dropped {consumer.name}'s subscription while frozen")
+        order = consumers if args.order == "bare-first" else consumers[::-1]
+        results: dict[str, Result] = {}
+        scrapes = Scrapes()
+        checks: list[str] = []
+        for consumer in order:
+            result = drain(consumer, storm.events, args.timeout)
+            results[consumer.name] = result
+            print(
+                f"{consumer.name}: {result.events:,} events in {result.seconds:.2f} s",
+                flush=True,
+            )
+            if consumer is exporter:
+                checks = exporter_checks(exporter, storm)
+                scrapes = time_scrapes(exporter, args.scrapes)
+                result.peak_rss_kb = memory_kb(exporter.pid, "VmHWM")
+            consumer.stop()
+    finally:
+        for consumer in consumers:
+            consumer.stop()
+    rows = [results[bare.name], results[exporter.name]]
+    print()
+    print(table(rows))
+    ratio = rows[1].rate / rows[0].rate if rows[0].rate else 0.0
+    verdict = "met" if ratio >= 0.5 else "NOT met"
+    print(f"\nratio {ratio:.2f}: target >= 0.5 {verdict}; later target >= 1.0 "
+          f"{'met' if ratio >= 1.0 else 'not met'}")
+    for line in checks:
+        print(line)
+    ms = [s * 1000 for s in scrapes.seconds]
+    print(
+        f"/metrics after the drain ({len(ms)} GETs, {scrapes.series:,} samples, "
+        f"{scrapes.bytes / 1e3:.0f} kB): median {statistics.median(ms):.0f} ms, "
+        f"max {max(ms):.0f} ms (collect {scrapes.collect_seconds * 1000:.0f} ms)"
+    )
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "storm": {**asdict(storm.spec), "events": storm.events, "messages": len(storm.messages),
+                  "bytes": storm.size},
+        "results": [{**asdict(r), "rate": r.rate} for r in rows],
+        "ratio": ratio,
+        "checks": checks,
+        "scrapes": asdict(scrapes),
+        "order": args.order,
+        "loadavg_before": os.getloadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    spec_arguments(parser)
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/13")
+    parser.add_argument(
+        "--max-tasks", type=int, default=0, help="exporter --max-tasks [default: tasks + 10%%]"
+    )
+    parser.add_argument("--scrapes", type=int, default=5, help="GETs of /metrics to time")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per drain")
+    parser.add_argument("--order", choices=["bare-first", "exporter-first"], default="bare-first")
+    parser.add_argument(
+        "--exporter-arg", action="append", default=[], help="extra exporter option (repeatable)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    r, db = redis_target(args.broker)
+    limit_key = "client-output-buffer-limit"
+    previous = r.config_get(limit_key)[limit_key]
+    r.config_set(limit_key, "pubsub 0 0 0")
+    try:
+        with tempfile.TemporaryDirectory(prefix="clearly-bench-") as tmp:
+            report = bench(args, r, db, Path(tmp))
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        r.config_set(limit_key, previous)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

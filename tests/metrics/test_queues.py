@@ -1,0 +1,60 @@
+"""Queue depth at scrape time: Redis priority sub-lists, AMQP ready messages/consumers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from clearly_exporter.brokers import connection_config
+from clearly_exporter.metrics.queues import QueueProbe
+from tests.support import Exporter, select, wait_for
+
+
+def backlog(broker: str, queue: str, n: int) -> None:
+    """``n`` messages on ``queue``, no worker consuming, spread over priorities."""
+    url, options = connection_config(broker)
+    app = Celery("backlog", set_as_current=False)
+    app.conf.update(broker_url=url, broker_transport_options=options)
+    for i in range(n):
+        app.send_task("demo.add", (i, i), queue=queue, priority=[0, 3, 6, 9][i % 4])
+
+
+def test_queue_length_counts_the_whole_backlog(broker: str, queue: str, tmp_path: Path, cleanup):
+    exporter = Exporter(broker, tmp_path, ["--queue", queue])
+    cleanup.append(exporter.start())
+    assert select(exporter.scrape(), "celery_queue_length", queue=queue) == {(): 0.0}
+    backlog(broker, queue, 11)
+    samples = wait_for(
+        lambda: (
+            (s := exporter.scrape())
+            and select(s, "celery_queue_length", queue=queue) == {(): 11.0}
+            and s
+        ),
+        30,
+        "queue length 11",
+    )
+    consumers = select(samples, "celery_queue_consumers", queue=queue)
+    assert consumers == ({(): 0.0} if broker.startswith("amqp") else {})
+    assert select(samples, "clearly_exporter_broker_scrape_errors_total") == {(): 0.0}
+
+
+def test_broker_down_during_a_scrape_omits_series_and_counts(tmp_path: Path, cleanup):
+    exporter = Exporter("redis://127.0.0.1:1/0", tmp_path, ["--queue", "celery"])
+    cleanup.append(exporter.start(wait_healthy=False))
+    samples = exporter.scrape()
+    assert select(samples, "celery_queue_length") == {}
+    assert select(samples, "clearly_exporter_broker_scrape_errors_total")[()] >= 1
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_probe_reports_empty_and_missing_queues_as_zero(broker: str):
+    url, options = connection_config(broker)
+    probe = QueueProbe(url, options, None)
+    try:
+        depths = probe.depths(["never-declared"])
+    finally:
+        probe.close()
+    assert [(d.name, d.length) for d in depths] == [("never-declared", 0)]
+    assert probe.errors == 0

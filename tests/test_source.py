@@ -1,0 +1,63 @@
+"""The event source on real brokers: batched bodies, bad bodies, nothing lost or raised."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from celery.events.event import get_exchange
+from kombu import Connection, Producer
+
+from clearly_exporter.brokers import connection_config
+from tests.support import Exporter, select, wait_for
+
+
+def publish(broker: str, bodies: list[tuple[object, dict]]) -> None:
+    """Publish raw event bodies on the event exchange, as workers do."""
+    url, options = connection_config(broker)
+    with Connection(url, transport_options=options) as conn:
+        producer = Producer(conn.channel(), exchange=get_exchange(conn))
+        for body, kwargs in bodies:
+            producer.publish(body, routing_key="task.multi", **kwargs)
+
+
+def test_batched_bodies_and_bad_neighbours(broker: str, tmp_path: Path, cleanup):
+    exporter = Exporter(broker, tmp_path)
+    cleanup.append(exporter.start())
+    name = f"t.{uuid.uuid4().hex[:8]}"
+    now = time.time()
+    good = [
+        {"type": "task-received", "uuid": f"u{i}", "name": name, "timestamp": now, "retries": 0}
+        for i in range(5)
+    ]
+    batch = [good[0], "garbage", {"type": "task-received"}, good[1], 42, good[2]]
+    raw = {"content_type": "application/json", "content_encoding": "utf-8"}
+    bodies = [
+        (batch, {"serializer": "json"}),
+        (good[3], {"serializer": "json"}),
+        (b"{not json", raw),
+        (b"\x80\x04\x95 pickle", {**raw, "content_type": "application/x-python-serialize"}),
+        ([good[4]], {"serializer": "json"}),
+    ]
+    # The consumer may need a moment after /healthz to be bound on every transport:
+    # republish the probe until it is seen, then the real bodies once.
+    probe = {"type": "worker-heartbeat", "hostname": "probe@x", "timestamp": now, "freq": 2.0}
+
+    def bound() -> bool:
+        publish(broker, [(probe, {"serializer": "json"})])
+        return bool(select(exporter.scrape(), "celery_worker_up", worker="probe@x"))
+
+    wait_for(bound, 30, "consumer bound", every=0.5)
+    publish(broker, bodies)
+
+    def received() -> float:
+        samples = exporter.scrape()
+        return select(samples, "celery_tasks_total", name=name, state="RECEIVED").get(
+            (("queue", "celery"),), 0
+        )
+
+    wait_for(lambda: received() == 5, 30, "five good events")
+    samples = exporter.scrape()
+    assert select(samples, "clearly_exporter_events_invalid_total") == {(): 5.0}
+    assert exporter.proc.popen.poll() is None
