@@ -17,6 +17,7 @@ import ctypes
 import json
 import os
 import re
+import select
 import signal
 import socket
 import statistics
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -213,8 +215,6 @@ class BareReceiver(Consumer):
         self._said_consuming = False
 
     def _line(self, timeout: float) -> str:
-        import select
-
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
             self.check_alive()
@@ -239,7 +239,9 @@ class Exporter(Consumer):
 
     name = "clearly-exporter"
 
-    def __init__(self, broker: str, port: int, max_tasks: int, extra: list[str], log: Path):
+    def __init__(
+        self, broker: str, port: int, max_tasks: int, extra: list[str], log: Path
+    ) -> None:
         argv = [
             sys.executable,
             "-m",
@@ -257,12 +259,8 @@ class Exporter(Consumer):
             "warning",
             *extra,
         ]
-        super().__init__(argv, log, stdout=self._devnull())
+        super().__init__(argv, log, stdout=subprocess.DEVNULL)
         self.base = f"http://127.0.0.1:{port}"
-
-    @staticmethod
-    def _devnull() -> int:
-        return subprocess.DEVNULL
 
     def get(self, path: str, timeout: float = 60) -> tuple[int, bytes]:
         try:
@@ -305,19 +303,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class CpuWatch:
+    """Samples a process's CPU time: when it last worked, and whether it has gone idle."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.first = self.last = self.last_busy = (time.perf_counter(), cpu_ns(pid))
+        self.window = deque([self.first])
+
+    def sample(self) -> None:
+        now, cpu = time.perf_counter(), cpu_ns(self.pid)
+        t, c = self.last
+        if (cpu - c) / 1e9 >= BUSY_SHARE * (now - t):
+            self.last_busy = (now, cpu)
+        self.last = (now, cpu)
+        self.window.append(self.last)
+        while len(self.window) >= 2 and now - self.window[1][0] >= QUIET:
+            self.window.popleft()
+
+    def idle(self) -> bool:
+        """Under IDLE_SHARE of a CPU used over the last QUIET seconds."""
+        (t, c), (now, cpu) = self.window[0], self.last
+        return now - t >= QUIET and (cpu - c) / 1e9 < IDLE_SHARE * (now - t)
+
+    def forget(self) -> None:
+        """Start the idle window afresh (after a query that cost the process CPU)."""
+        self.window = deque([self.last])
+
+
 def settle(consumer: Consumer, timeout: float = 30) -> None:
     """Wait until the consumer is idle, so freezing it leaves no startup work behind."""
-    samples = [(time.perf_counter(), cpu_ns(consumer.pid))]
+    watch = CpuWatch(consumer.pid)
 
     def idle() -> bool:
         consumer.check_alive()
-        now = time.perf_counter()
-        samples.append((now, cpu_ns(consumer.pid)))
-        old = [s for s in samples if now - s[0] >= QUIET]
-        if not old:
-            return False
-        t, c = old[-1]
-        return (samples[-1][1] - c) / 1e9 < IDLE_SHARE * (now - t)
+        watch.sample()
+        return watch.idle()
 
     wait_for(f"{consumer.name} to be idle", idle, timeout)
 
@@ -335,44 +356,25 @@ def drain(consumer: Consumer, expected: int, timeout: float) -> Result:
     idle for a moment, and dates the end at the last sample where it was still working.
     """
     rss_before = memory_kb(consumer.pid, "VmRSS")
-    t0 = time.perf_counter()
-    c0 = cpu_ns(consumer.pid)
+    watch = CpuWatch(consumer.pid)
+    t0, c0 = watch.first
     os.kill(consumer.pid, signal.SIGCONT)
-    samples = [(t0, c0)]
-    last_busy = samples[0]
     last_query = 0.0
     counted, moved = -1, t0
     deadline = t0 + timeout
     while True:
         time.sleep(SAMPLE)
         consumer.check_alive()
-        now, cpu = time.perf_counter(), cpu_ns(consumer.pid)
-        prev_t, prev_c = samples[-1]
-        samples.append((now, cpu))
-        if (cpu - prev_c) / 1e9 >= BUSY_SHARE * (now - prev_t):
-            last_busy = (now, cpu)
-        window = [s for s in samples if now - s[0] >= QUIET]
-        quiet = bool(window) and (cpu - window[-1][1]) / 1e9 < IDLE_SHARE * (now - window[-1][0])
-        if quiet and now - last_query >= QUERY_EVERY:
-            end = last_busy
-            last_query = now
+        watch.sample()
+        now = watch.last[0]
+        if watch.idle() and now - last_query >= QUERY_EVERY:
+            end, last_query = watch.last_busy, now
             n = consumer.count()
-            if n >= expected:
+            watch.forget()
+            if n >= expected or (n == counted and now - moved >= STALL):
                 break
             if n != counted:
                 counted, moved = n, now
-            elif now - moved >= STALL:
-                return Result(
-                    consumer.name,
-                    n,
-                    expected,
-                    end[0] - t0,
-                    (end[1] - c0) / 1e9,
-                    memory_kb(consumer.pid, "VmHWM"),
-                    rss_before,
-                    complete=False,
-                )
-            samples = samples[-1:]
         if now > deadline:
             raise BenchError(f"{consumer.name} did not finish within {timeout:.0f} s")
     return Result(
