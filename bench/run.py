@@ -239,9 +239,7 @@ class Exporter(Consumer):
 
     name = "clearly-exporter"
 
-    def __init__(
-        self, broker: str, port: int, max_tasks: int, extra: list[str], log: Path
-    ) -> None:
+    def __init__(self, broker: str, port: int, max_tasks: int, extra: list[str], log: Path) -> None:
         argv = [
             sys.executable,
             "-m",
@@ -283,7 +281,9 @@ class Exporter(Consumer):
         return parse_metrics(body.decode())
 
     def count(self) -> int:
-        return int(sum(v for name, _, v in self.metrics() if name == "clearly_exporter_events_total"))
+        return int(
+            sum(v for name, _, v in self.metrics() if name == "clearly_exporter_events_total")
+        )
 
 
 def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
@@ -457,107 +457,197 @@ def redis_target(url: str) -> tuple[redis.Redis, int]:
     return client, db
 
 
-def table(results: list[Result]) -> str:
-    bare = next((r for r in results if isinstance(r, Result) and r.consumer.startswith("bare")))
-    head = ("consumer", "events", "seconds", "events/s", "ratio", "CPU s", "peak RSS MB")
+def table(rounds: list[Outcome]) -> str:
+    """Each round's consumers side by side, then the medians; ratios to the bare receiver."""
+    head = ("round", "consumer", "events", "seconds", "events/s", "ratio", "CPU s", "peak RSS MB")
     rows = [head]
-    for r in results:
-        ratio = r.rate / bare.rate if bare.rate else 0.0
-        flag = "" if r.complete else " (INCOMPLETE)"
-        rows.append(
-            (
-                r.consumer + flag,
-                f"{r.events:,}",
-                f"{r.seconds:.2f}",
-                f"{r.rate:,.0f}",
-                f"{ratio:.2f}",
-                f"{r.cpu_seconds:.2f}",
-                f"{r.peak_rss_kb / 1024:.0f}",
-            )
+
+    def row(label: str, r: Result, bare_rate: float) -> tuple[str, ...]:
+        return (
+            label,
+            r.consumer + ("" if r.complete else " (INCOMPLETE)"),
+            f"{r.events:,}",
+            f"{r.seconds:.2f}",
+            f"{r.rate:,.0f}",
+            f"{r.rate / bare_rate:.2f}" if bare_rate else "-",
+            f"{r.cpu_seconds:.2f}",
+            f"{r.peak_rss_kb / 1024:.0f}",
         )
+
+    for i, out in enumerate(rounds, 1):
+        first = "bare" if out.order[0] is out.bare else "exporter"
+        for r in out.order:
+            rows.append(row(f"{i} ({first} first)", r, out.bare.rate))
+    bare, exporter = medians(rounds)
+    for r in (bare, exporter):
+        rows.append(row("median", r, bare.rate))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     return "\n".join(
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        "  ".join(
+            cell.ljust(width) if i < 2 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
         for row in rows
     )
 
 
-def bench(args: argparse.Namespace, r: redis.Redis, db: int, workdir: Path) -> dict:
-    storm = build_storm(spec_from(args))
-    print(f"storm: {describe(storm)}", flush=True)
+@dataclass
+class Outcome:
+    """Everything one round measured."""
+
+    bare: Result
+    exporter: Result
+    order: tuple[Result, Result]
+    scrapes: Scrapes
+    checks: list[str]
+    published_seconds: float
+    backlog_mb: dict[str, float]
+
+
+def medians(rounds: list[Outcome]) -> tuple[Result, Result]:
+    """Per consumer: the median drain time and CPU over the rounds, the highest peak RSS."""
+    out = []
+    for pick in (lambda o: o.bare, lambda o: o.exporter):
+        results = [pick(o) for o in rounds]
+        out.append(
+            Result(
+                results[0].consumer,
+                min(r.events for r in results),
+                results[0].expected,
+                statistics.median(r.seconds for r in results),
+                statistics.median(r.cpu_seconds for r in results),
+                max(r.peak_rss_kb for r in results),
+                max(r.rss_before_kb for r in results),
+                complete=all(r.complete for r in results),
+            )
+        )
+    return out[0], out[1]
+
+
+def start_consumers(
+    args: argparse.Namespace, r: redis.Redis, db: int, storm: Storm, workdir: Path
+) -> tuple[BareReceiver, Exporter]:
+    """Start both, each waited for until Redis shows its pattern subscription."""
     max_tasks = args.max_tasks or max(storm.spec.tasks * 11 // 10, storm.spec.tasks + 1000)
-    consumers: list[Consumer] = []
+    bare = BareReceiver(args.broker, workdir / "bare_receiver.log")
+    exporter = None
     try:
-        bare = BareReceiver(args.broker, workdir / "bare_receiver.log")
-        consumers.append(bare)
         wait_for("the bare receiver to consume", bare.ready, 30)
         wait_for("the bare receiver's subscription", lambda: bare.subscription(r, db), 30)
         exporter = Exporter(
             args.broker, free_port(), max_tasks, args.exporter_arg, workdir / "exporter.log"
         )
-        consumers.append(exporter)
         wait_for("the exporter's /healthz", exporter.ready, 60)
         wait_for("the exporter's subscription", lambda: exporter.subscription(r, db), 30)
-        for consumer in consumers:
+    except BaseException:
+        for consumer in (bare, exporter):
+            if consumer is not None:
+                consumer.stop()
+        raise
+    return bare, exporter
+
+
+def measure(
+    args: argparse.Namespace,
+    r: redis.Redis,
+    db: int,
+    storm: Storm,
+    workdir: Path,
+    exporter_first: bool,
+) -> Outcome:
+    """One round: subscribe both, freeze, publish, then thaw and drain each in turn."""
+    bare, exporter = start_consumers(args, r, db, storm, workdir)
+    try:
+        for consumer in (bare, exporter):
             settle(consumer)
             freeze(consumer)
-        seconds = publish(storm, args.broker)
-        print(
-            f"published {storm.events:,} events in {seconds:.1f} s; consumers frozen; "
-            f"Redis backlog per consumer: "
-            + ", ".join(
-                f"{c.name} {int((c.subscription(r, db) or {'omem': 0})['omem']) / 1e6:.0f} MB"
-                for c in consumers
-            ),
-            flush=True,
-        )
-        for consumer in consumers:
-            if consumer.subscription(r, db) is None:
+        published = publish(storm, args.broker)
+        backlog = {}
+        for consumer in (bare, exporter):
+            client = consumer.subscription(r, db)
+            if client is None:
                 raise BenchError(f"Redis dropped {consumer.name}'s subscription while frozen")
-        order = consumers if args.order == "bare-first" else consumers[::-1]
-        results: dict[str, Result] = {}
-        scrapes = Scrapes()
-        checks: list[str] = []
-        for consumer in order:
+            backlog[consumer.name] = int(client["omem"]) / 1e6
+        results: list[Result] = []
+        for consumer in (exporter, bare) if exporter_first else (bare, exporter):
             result = drain(consumer, storm.events, args.timeout)
-            results[consumer.name] = result
-            print(
-                f"{consumer.name}: {result.events:,} events in {result.seconds:.2f} s",
-                flush=True,
-            )
+            results.append(result)
+            print(f"  {consumer.name}: drained in {result.seconds:.2f} s", flush=True)
             if consumer is exporter:
+                exporter_result = result
                 checks = exporter_checks(exporter, storm)
                 scrapes = time_scrapes(exporter, args.scrapes)
                 result.peak_rss_kb = memory_kb(exporter.pid, "VmHWM")
+            else:
+                bare_result = result
             consumer.stop()
     finally:
-        for consumer in consumers:
-            consumer.stop()
-    rows = [results[bare.name], results[exporter.name]]
+        bare.stop()
+        exporter.stop()
+    return Outcome(
+        bare_result,
+        exporter_result,
+        (results[0], results[1]),
+        scrapes,
+        checks,
+        published,
+        backlog,
+    )
+
+
+def report(storm: Storm, rounds: list[Outcome]) -> dict:
+    """Print the table and the scrape times; return the same as a dict for --json."""
+    bare, exporter = medians(rounds)
+    ratio = exporter.rate / bare.rate if bare.rate else 0.0
+    ms = [s * 1000 for out in rounds for s in out.scrapes.seconds]
+    last = rounds[-1].scrapes
     print()
-    print(table(rows))
-    ratio = rows[1].rate / rows[0].rate if rows[0].rate else 0.0
-    verdict = "met" if ratio >= 0.5 else "NOT met"
-    print(f"\nratio {ratio:.2f}: target >= 0.5 {verdict}; later target >= 1.0 "
-          f"{'met' if ratio >= 1.0 else 'not met'}")
-    for line in checks:
-        print(line)
-    ms = [s * 1000 for s in scrapes.seconds]
+    print(f"storm: {describe(storm)}")
+    for i, out in enumerate(rounds, 1):
+        print(
+            f"round {i}: published in {out.published_seconds:.1f} s to the frozen consumers; "
+            "Redis backlog "
+            + ", ".join(f"{name} {mb:.0f} MB" for name, mb in out.backlog_mb.items())
+        )
+    print()
+    print(table(rounds))
+    print()
     print(
-        f"/metrics after the drain ({len(ms)} GETs, {scrapes.series:,} samples, "
-        f"{scrapes.bytes / 1e3:.0f} kB): median {statistics.median(ms):.0f} ms, "
-        f"max {max(ms):.0f} ms (collect {scrapes.collect_seconds * 1000:.0f} ms)"
+        f"ratio of medians {ratio:.2f} (per round: "
+        + ", ".join(f"{o.exporter.rate / o.bare.rate:.2f}" for o in rounds)
+        + f"): target >= 0.5 {'met' if ratio >= 0.5 else 'NOT met'}, "
+        f"later target >= 1.0 {'met' if ratio >= 1.0 else 'not met'}"
+    )
+    for i, out in enumerate(rounds, 1):
+        for line in out.checks:
+            print(f"round {i}: {line}")
+    print(
+        f"/metrics after the drain, {len(ms)} GETs ({last.series:,} samples, "
+        f"{last.bytes / 1e3:.0f} kB): median {statistics.median(ms):.1f} ms, "
+        f"max {max(ms):.1f} ms (collect in the exporter: {last.collect_seconds * 1000:.1f} ms)"
     )
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "storm": {**asdict(storm.spec), "events": storm.events, "messages": len(storm.messages),
-                  "bytes": storm.size},
-        "results": [{**asdict(r), "rate": r.rate} for r in rows],
-        "ratio": ratio,
-        "checks": checks,
-        "scrapes": asdict(scrapes),
-        "order": args.order,
-        "loadavg_before": os.getloadavg(),
+        "storm": {
+            **asdict(storm.spec),
+            "events": storm.events,
+            "messages": len(storm.messages),
+            "bytes": storm.size,
+        },
+        "median": {"bare": asdict(bare), "exporter": asdict(exporter), "ratio": ratio},
+        "rounds": [
+            {
+                "bare": {**asdict(o.bare), "rate": o.bare.rate},
+                "exporter": {**asdict(o.exporter), "rate": o.exporter.rate},
+                "first": o.order[0].consumer,
+                "checks": o.checks,
+                "scrapes": asdict(o.scrapes),
+                "published_seconds": o.published_seconds,
+                "backlog_mb": o.backlog_mb,
+            }
+            for o in rounds
+        ],
+        "scrape_ms": {"median": statistics.median(ms), "max": max(ms)},
     }
 
 
@@ -570,7 +660,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--scrapes", type=int, default=5, help="GETs of /metrics to time")
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per drain")
-    parser.add_argument("--order", choices=["bare-first", "exporter-first"], default="bare-first")
+    parser.add_argument("--rounds", type=int, default=3, help="runs, each with fresh consumers")
+    parser.add_argument(
+        "--order",
+        choices=["alternate", "bare-first", "exporter-first"],
+        default="alternate",
+        help="which consumer is thawed first [alternate: bare in odd rounds]",
+    )
     parser.add_argument(
         "--exporter-arg", action="append", default=[], help="extra exporter option (repeatable)"
     )
@@ -585,16 +681,25 @@ def main(argv: list[str] | None = None) -> int:
     limit_key = "client-output-buffer-limit"
     previous = r.config_get(limit_key)[limit_key]
     r.config_set(limit_key, "pubsub 0 0 0")
+    storm = build_storm(spec_from(args))
+    print(f"storm built: {describe(storm)}", flush=True)
+    rounds = []
     try:
         with tempfile.TemporaryDirectory(prefix="clearly-bench-") as tmp:
-            report = bench(args, r, db, Path(tmp))
+            for i in range(args.rounds):
+                exporter_first = args.order == "exporter-first" or (
+                    args.order == "alternate" and i % 2 == 1
+                )
+                print(f"round {i + 1} of {args.rounds}", flush=True)
+                rounds.append(measure(args, r, db, storm, Path(tmp), exporter_first))
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
     finally:
         r.config_set(limit_key, previous)
+    figures = report(storm, rounds)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 

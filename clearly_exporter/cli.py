@@ -7,6 +7,7 @@ are one line and exit status 2, never a traceback.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import click
@@ -14,6 +15,8 @@ import click
 from clearly_exporter import __version__, logs
 from clearly_exporter.engine import EngineConfig
 from clearly_exporter.options import BrokerURL, Duration, KeyValue, ssl_options
+from clearly_exporter.traces.redact import DEFAULT_PATTERNS
+from clearly_exporter.traces.tracing import PROTOCOLS, TracingSettings
 
 ENV = "CLEARLY_EXPORTER_"
 
@@ -31,6 +34,117 @@ def option(*decls: str, **kwargs):
 @click.version_option(__version__, prog_name="clearly-exporter")
 def main() -> None:
     """Real-time Celery monitoring: Prometheus metrics from the Celery event stream."""
+
+
+class Pattern(click.ParamType):
+    """A regular expression, checked when given."""
+
+    name = "regex"
+
+    def convert(self, value, param, ctx) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            self.fail(f"{value!r} is not a valid regular expression: {exc}", param, ctx)
+        return value
+
+
+def tracing_options(func):
+    """Options of the OTLP span pipeline; standard ``OTEL_*`` variables apply too."""
+    decorators = [
+        option(
+            "--otlp-endpoint",
+            envvar=[
+                ENV + "OTLP_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ],
+            help="OTLP collector (e.g. http://tempo:4317); spans are exported only when set.",
+        ),
+        option(
+            "--otlp-protocol",
+            type=click.Choice(PROTOCOLS),
+            default="grpc",
+            envvar=[
+                ENV + "OTLP_PROTOCOL",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ],
+        ),
+        option(
+            "--otlp-header",
+            "otlp_headers",
+            type=KeyValue(),
+            multiple=True,
+            help="Header sent with every export, key=value (repeatable).",
+        ),
+        option(
+            "--otlp-insecure",
+            is_flag=True,
+            default=None,
+            help="gRPC without TLS [default: from the endpoint's scheme].",
+        ),
+        option("--otlp-timeout", type=Duration(), default="10s", help="Timeout of one export."),
+        option(
+            "--service-name",
+            default="celery",
+            envvar=[ENV + "SERVICE_NAME", "OTEL_SERVICE_NAME"],
+            help="service.name of the spans.",
+        ),
+        option(
+            "--backend",
+            type=str,
+            default=None,
+            help="Celery result backend URL, to complete values Celery cut at 1024 chars.",
+        ),
+        option(
+            "--redact",
+            "redact",
+            type=Pattern(),
+            multiple=True,
+            default=DEFAULT_PATTERNS,
+            help="Regex of kwarg names and dict keys whose values are redacted (repeatable).",
+        ),
+        option(
+            "--no-args",
+            is_flag=True,
+            default=False,
+            help="Export no args, kwargs or results at all.",
+        ),
+        option(
+            "--max-attribute-length",
+            type=click.IntRange(64),
+            default=65536,
+            help="Longer values are cut, with a marker.",
+        ),
+        option(
+            "--span-max-age",
+            type=Duration(),
+            default="1h",
+            help="An attempt without an end after this long is exported as incomplete.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def tracing_settings(opts: dict) -> TracingSettings | None:
+    if not opts["otlp_endpoint"]:
+        return None
+    return TracingSettings(
+        endpoint=opts["otlp_endpoint"],
+        protocol=opts["otlp_protocol"],
+        headers={k: str(v) for k, v in opts["otlp_headers"]},
+        insecure=opts["otlp_insecure"],
+        timeout=opts["otlp_timeout"],
+        service_name=opts["service_name"],
+        backend=opts["backend"],
+        redact=tuple(opts["redact"]),
+        with_args=not opts["no_args"],
+        max_attribute_length=opts["max_attribute_length"],
+        span_max_age=opts["span_max_age"],
+    )
 
 
 def server_options(func):
@@ -103,6 +217,7 @@ def server_options(func):
     default=False,
     help="Periodically ask workers started without -E to send task events.",
 )
+@tracing_options
 @option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
@@ -131,6 +246,7 @@ def run(**opts) -> None:
             worker_timeout=opts["worker_timeout"],
             worker_purge=opts["worker_purge"],
         ),
+        tracing=tracing_settings(opts),
     )
     daemon = Daemon(settings)
     try:

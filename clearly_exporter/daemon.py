@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
-from clearly_exporter.brokers import connection_config, redact_url
+from clearly_exporter.brokers import connection_config, messaging_system, redact_url
 from clearly_exporter.engine import Engine, EngineConfig
 from clearly_exporter.metrics.collector import EngineCollector
 from clearly_exporter.metrics.queues import QueueProbe
 from clearly_exporter.server import HttpServer
 from clearly_exporter.source import EventSource, SourceConfig
+from clearly_exporter.traces.ids import trace_id_hex
+from clearly_exporter.traces.tracing import Tracing, TracingSettings
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class Settings:
     ssl: dict | None = None
     enable_events_every: float | None = None
     engine: EngineConfig = field(default_factory=EngineConfig)
+    tracing: TracingSettings | None = None
 
 
 class Daemon:
@@ -40,14 +43,18 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         url, options = connection_config(settings.broker, settings.transport_options)
-        self.engine = Engine(settings.engine)
+        self.engine = Engine(settings.engine, trace_id_hex if settings.tracing else None)
+        self.tracing = None
+        if settings.tracing is not None:
+            system = messaging_system(settings.broker)
+            self.tracing = Tracing(settings.tracing, self.engine, system)
         self.source = EventSource(
             SourceConfig(url, options, settings.ssl, settings.enable_events_every), self.engine
         )
         self.probe = QueueProbe(url, options, settings.ssl)
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = EngineCollector(
-            self.engine, self.source.health, self.probe, settings.queues
+            self.engine, self.source.health, self.probe, settings.queues, tracing=self.tracing
         )
         self.registry.register(self.collector)
         self.server = HttpServer(settings.host, settings.port, self.registry, self._problem)
@@ -59,6 +66,8 @@ class Daemon:
     def start(self) -> None:
         """Bind the server first (a port in use is a user error), then consume."""
         self.server.start()
+        if self.tracing is not None:
+            self.tracing.start()
         self.source.start()
         log.info(
             "clearly-exporter on http://%s:%d/metrics, broker %s",
@@ -68,9 +77,12 @@ class Daemon:
         )
 
     def stop(self) -> None:
+        """Stop consuming, flush spans, stop serving: within ``STOP_DEADLINE`` in all."""
         self.source.stop()
-        self.source.join(STOP_DEADLINE / 2)
-        self.server.stop(STOP_DEADLINE / 4)
+        self.source.join(STOP_DEADLINE / 4)
+        if self.tracing is not None:
+            self.tracing.stop(STOP_DEADLINE / 2)
+        self.server.stop(STOP_DEADLINE / 8)
         self.probe.close()
 
 

@@ -20,6 +20,8 @@ from celery import Celery, Task
 from clearly_exporter.brokers import connection_config
 
 DEFAULT_BROKER = "filesystem:///tmp/clearly-demo"
+#: The filesystem transport with atomic writes; see ``clearly_exporter.demo.transport``.
+FILESYSTEM_TRANSPORT = "clearly_exporter.demo.transport:Transport"
 #: Over the 1024 characters past which Celery events truncate ``result``/``args``.
 BIG_RESULT_CHARS = 5000
 
@@ -42,6 +44,7 @@ def make_app(broker: str, backend: str | None) -> Celery:
     celery_app = Celery("clearly_demo")
     celery_app.conf.update(
         broker_url=url,
+        broker_transport=FILESYSTEM_TRANSPORT if url == "filesystem://" else None,
         broker_transport_options=options,
         broker_connection_retry_on_startup=True,
         result_backend=backend,

@@ -29,7 +29,7 @@ from clearly_exporter.demo.app import (
 )
 
 #: How often the main thread checks that the producing thread is still alive.
-SIGNAL_POLL = 0.5
+SIGNAL_POLL = 0.1
 
 #: A traffic action sends some work and returns how many messages it published.
 Action = Callable[[random.Random], int]

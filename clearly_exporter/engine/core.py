@@ -21,6 +21,8 @@ from clearly_exporter.engine.task_metrics import TaskMetrics, TaskMetricsSnapsho
 from clearly_exporter.engine.workers import WorkerRegistry, WorkerView
 
 Listener = Callable[[Transition], None]
+Ticker = Callable[[float], None]
+Evicted = Callable[[TaskRecord], None]
 
 #: Record fields each event type brings (merge rules as data, as celery.events.state).
 TASK_FIELDS: dict[str, tuple[str, ...]] = {
@@ -85,8 +87,12 @@ class Snapshot:
 class Engine:
     """Celery events in; transitions, metric state and worker liveness out."""
 
-    def __init__(self, config: EngineConfig | None = None) -> None:
+    def __init__(
+        self, config: EngineConfig | None = None, trace_of: Callable[[str], str] | None = None
+    ) -> None:
+        """``trace_of`` maps a root task id to its trace id, for runtime exemplars."""
         self.config = config or EngineConfig()
+        self._trace_of = trace_of
         self.lock = threading.Lock()
         self.metrics = TaskMetrics(self.config.max_task_names, self.config.default_queue)
         self.workers = WorkerRegistry(
@@ -97,6 +103,8 @@ class Engine:
         #: Task names seen in task-sent events: their queue label is worth waiting for.
         self._sends: set[str] = set()
         self._listeners: list[Listener] = []
+        self._tickers: list[Ticker] = []
+        self._evicted: list[Evicted] = []
         self.events: dict[str, int] = {}
         self.events_late = 0
         self.events_invalid = 0
@@ -109,6 +117,14 @@ class Engine:
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener`` with every transition of a named task, in order."""
         self._listeners.append(listener)
+
+    def on_tick(self, ticker: Ticker) -> None:
+        """Call ``ticker`` with the time whenever the time-driven rules run."""
+        self._tickers.append(ticker)
+
+    def on_evict(self, listener: Evicted) -> None:
+        """Call ``listener`` with each task dropped to stay within ``max_tasks``."""
+        self._evicted.append(listener)
 
     def ingest(self, events: Iterable[object], now: float) -> None:
         """Apply a batch of decoded events received at ``now``; bad ones are counted."""
@@ -205,7 +221,7 @@ class Engine:
             return
         for tr in transitions:
             self._emit(rec.key, tr)
-        self.metrics.observe(rec.key, att)
+        self.metrics.observe(rec.key, att, self._trace(rec))
         self.metrics.place(uuid, rec.key, rec.state, now)
 
     def _labels_known(self, rec: TaskRecord) -> bool:
@@ -219,9 +235,15 @@ class Engine:
         self._unlabelled.pop(rec.uuid, None)
         for tr in pending or ():
             self._emit(rec.key, tr)
+        trace = self._trace(rec)
         for att in rec.attempts:
-            self.metrics.observe(rec.key, att)
+            self.metrics.observe(rec.key, att, trace)
         self.metrics.place(rec.uuid, rec.key, rec.state, now)
+
+    def _trace(self, rec: TaskRecord) -> str | None:
+        if self._trace_of is None:
+            return None
+        return self._trace_of(rec.root_id or rec.uuid)
 
     def _emit(self, key: tuple[str, str], tr: Transition) -> None:
         self.metrics.count(key, tr)
@@ -231,10 +253,12 @@ class Engine:
             listener(tr)
 
     def _evict(self) -> None:
-        uuid, _ = self._tasks.popitem(last=False)
+        uuid, rec = self._tasks.popitem(last=False)
         self._unlabelled.pop(uuid, None)
         self.metrics.forget(uuid)
         self.tasks_evicted += 1
+        for listener in self._evicted:
+            listener(rec)
 
     def tick(self, now: float) -> None:
         """Time-driven rules: labels waited for too long are fixed as known; purge workers."""
@@ -245,6 +269,8 @@ class Engine:
                 break
             self._fix_labels(self._tasks[uuid], now)
         self.workers.purge(now)
+        for ticker in self._tickers:
+            ticker(now)
 
     def task(self, uuid: str) -> TaskRecord | None:
         return self._tasks.get(uuid)

@@ -77,7 +77,7 @@ class TaskMetrics:
             fkey = (key[0], key[1], exception_class(tr.attempt.exception))
             self.failures[fkey] = self.failures.get(fkey, 0) + 1
 
-    def observe(self, key: Key, att: Attempt) -> None:
+    def observe(self, key: Key, att: Attempt, trace: str | None = None) -> None:
         """Record the attempt's durations that became known; each at most once."""
         flags = att.flags
         if not flags & SEEN_RUNTIME and att.outcome is not None:
@@ -86,7 +86,8 @@ class TaskMetrics:
                 value = att.t_ended - att.t_started
             if value is not None:
                 att.flags |= SEEN_RUNTIME
-                self._hist(self.runtime, (key[0], key[1], att.outcome)).observe(max(value, 0.0))
+                hist = self._hist(self.runtime, (key[0], key[1], att.outcome))
+                hist.observe(max(value, 0.0), trace, att.t_ended)
         if flags & HAS_ETA:
             return
         if not flags & SEEN_QUEUE_WAIT and att.t_sent is not None and att.t_received is not None:

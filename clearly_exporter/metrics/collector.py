@@ -22,6 +22,7 @@ from clearly_exporter.engine import Engine, Snapshot
 from clearly_exporter.engine.histogram import Histogram
 from clearly_exporter.metrics.queues import QueueProbe
 from clearly_exporter.source import BrokerHealth
+from clearly_exporter.traces.tracing import Tracing
 
 
 def _histogram(
@@ -43,8 +44,10 @@ class EngineCollector(Collector):
         probe: QueueProbe | None,
         watch_queues: tuple[str, ...] = (),
         clock: Callable[[], float] = time.time,
+        tracing: Tracing | None = None,
     ) -> None:
         self.engine = engine
+        self.tracing = tracing
         self.health = health
         self.probe = probe
         self.watch_queues = watch_queues
@@ -63,6 +66,7 @@ class EngineCollector(Collector):
         yield from self._workers(snap)
         yield from self._queues(snap)
         yield from self._exporter(snap)
+        yield from self._tracing()
         self.last_duration = time.perf_counter() - started
 
     def _tasks(self, snap: Snapshot, now: float) -> Iterator[Metric]:
@@ -184,6 +188,33 @@ class EngineCollector(Collector):
             "Scrapes whose queue depth the broker did not give.",
             value=self.probe.errors,
         )
+
+    def _tracing(self) -> Iterator[Metric]:
+        if self.tracing is None:
+            return
+        shipper = self.tracing.shipper
+        yield CounterMetricFamily(
+            "clearly_exporter_spans_exported",
+            "Spans the collector accepted.",
+            value=shipper.exported,
+        )
+        dropped = CounterMetricFamily(
+            "clearly_exporter_spans_dropped",
+            "Spans that never reached the collector, by reason.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(shipper.dropped.items()):
+            dropped.add_metric([reason], n)
+        yield dropped
+        fetches = CounterMetricFamily(
+            "clearly_exporter_result_fetches",
+            "Result-backend fetches of values Celery cut, by outcome.",
+            labels=["outcome"],
+        )
+        fetcher = self.tracing.fetcher
+        for outcome, n in sorted((fetcher.outcomes if fetcher else {}).items()):
+            fetches.add_metric([outcome], n)
+        yield fetches
 
     def _exporter(self, snap: Snapshot) -> Iterator[Metric]:
         events = CounterMetricFamily(

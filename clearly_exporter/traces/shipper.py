@@ -1,0 +1,88 @@
+"""Shipping finished spans to an OTLP exporter on a thread of its own.
+
+The SDK's BatchSpanProcessor drops silently when its queue is full; an operator must
+see every span that did not reach the collector, so this small shipper keeps its own
+bounded queue and counts exported spans and drops by reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+log = logging.getLogger(__name__)
+
+
+class SpanShipper:
+    """Bounded queue → batches → exporter. Never blocks the caller."""
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        max_queue: int = 20_000,
+        batch: int = 512,
+        interval: float = 1.0,
+    ) -> None:
+        self.exporter = exporter
+        self.max_queue = max_queue
+        self.batch = batch
+        self.interval = interval
+        self.exported = 0
+        self.dropped: dict[str, int] = {"queue_full": 0, "export_error": 0}
+        self._queue: deque[ReadableSpan] = deque()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="clearly-span-shipper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, span: ReadableSpan) -> None:
+        if len(self._queue) >= self.max_queue:
+            self.dropped["queue_full"] += 1
+            return
+        self._queue.append(span)
+        if len(self._queue) >= self.batch:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            while len(self._queue) >= self.batch:
+                self._export_batch()
+            if self._queue:
+                self._export_batch()
+
+    def _export_batch(self) -> None:
+        spans = []
+        while self._queue and len(spans) < self.batch:
+            spans.append(self._queue.popleft())
+        try:
+            result = self.exporter.export(spans)
+        except Exception as exc:
+            log.warning("span export raised: %s", exc)
+            result = SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            self.exported += len(spans)
+        else:
+            self.dropped["export_error"] += len(spans)
+
+    def stop(self, deadline: float) -> None:
+        """Flush what is queued until ``deadline`` (a monotonic time), then shut down."""
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(max(deadline - time.monotonic(), 0))
+        while self._queue and time.monotonic() < deadline and not self._thread.is_alive():
+            self._export_batch()
+        left = len(self._queue)
+        if left:
+            self.dropped["export_error"] += left
+            self._queue.clear()
+            log.warning("%d spans not exported before the stop deadline", left)
+        self.exporter.shutdown()

@@ -1,0 +1,87 @@
+"""When an attempt becomes a span: shortly after it ends, or when it is given up on.
+
+An ended attempt waits ``grace`` seconds for late events (a task-started arriving after
+its task-succeeded), then becomes a span. Attempts that never end are exported as
+incomplete when evicted or older than ``span_max_age``, never lost silently.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+from clearly_exporter.engine import Engine, TaskRecord, Transition
+from clearly_exporter.engine.records import SPAN_DONE, Attempt
+from clearly_exporter.engine.states import RANK
+from clearly_exporter.traces.results import ResultFetcher
+from clearly_exporter.traces.shipper import SpanShipper
+from clearly_exporter.traces.spans import SpanSettings, build_draft
+
+
+class TraceSink:
+    """Engine listener owning the attempts waiting to become spans."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: SpanSettings,
+        shipper: SpanShipper,
+        fetcher: ResultFetcher | None = None,
+        grace: float = 1.0,
+        span_max_age: float = 3600.0,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.shipper = shipper
+        self.fetcher = fetcher
+        self.grace = grace
+        self.span_max_age = span_max_age
+        self._due: deque[tuple[float, TaskRecord, Attempt]] = deque()
+        self._open: OrderedDict[Attempt, tuple[float, TaskRecord]] = OrderedDict()
+        engine.subscribe(self.on_transition)
+        engine.on_tick(self.tick)
+        engine.on_evict(self.on_evict)
+
+    def on_transition(self, tr: Transition) -> None:
+        att = tr.attempt
+        if att.flags & SPAN_DONE:
+            return
+        if RANK.get(tr.state) == 3:
+            self._open.pop(att, None)
+            self._due.append((tr.task.updated + self.grace, tr.task, att))
+        elif att not in self._open and att.outcome is None:
+            self._open[att] = (tr.task.updated, tr.task)
+
+    def tick(self, now: float) -> None:
+        while self._due and self._due[0][0] <= now:
+            _, rec, att = self._due.popleft()
+            self._export(rec, att)
+        while self._open:
+            att, (since, rec) = next(iter(self._open.items()))
+            if now - since < self.span_max_age:
+                break
+            del self._open[att]
+            self._export(rec, att, incomplete=True)
+
+    def on_evict(self, rec: TaskRecord) -> None:
+        for att in rec.attempts:
+            self._open.pop(att, None)
+            self._export(rec, att, incomplete=att.outcome is None)
+
+    def flush(self) -> None:
+        """Export every ended attempt now (at shutdown), without waiting for the grace."""
+        while self._due:
+            _, rec, att = self._due.popleft()
+            self._export(rec, att)
+
+    def _export(self, rec: TaskRecord, att: Attempt, incomplete: bool = False) -> None:
+        if att.flags & SPAN_DONE:
+            return
+        att.flags |= SPAN_DONE
+        parent = self.engine.task(rec.parent_id) if rec.parent_id else None
+        draft = build_draft(rec, att, parent, self.settings, incomplete)
+        if not draft.wants_fetch():
+            self.shipper.submit(draft.finish("event"))
+        elif self.fetcher is None:
+            self.shipper.submit(draft.finish("truncated"))
+        else:
+            self.fetcher.fetch(rec.uuid, draft, self.shipper.submit)

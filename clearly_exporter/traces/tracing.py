@@ -1,0 +1,103 @@
+"""Tracing as one piece the daemon starts and stops: exporter, shipper, fetcher, sink."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from clearly_exporter import __version__
+from clearly_exporter.engine import Engine
+from clearly_exporter.traces.redact import DEFAULT_PATTERNS, Redactor
+from clearly_exporter.traces.results import ResultFetcher
+from clearly_exporter.traces.shipper import SpanShipper
+from clearly_exporter.traces.sink import TraceSink
+from clearly_exporter.traces.spans import SpanSettings
+
+PROTOCOLS = ("grpc", "http/protobuf")
+
+
+@dataclass(frozen=True)
+class TracingSettings:
+    endpoint: str
+    protocol: str = "grpc"
+    headers: dict[str, str] = field(default_factory=dict)
+    insecure: bool | None = None
+    timeout: float = 10.0
+    service_name: str = "celery"
+    backend: str | None = None
+    redact: tuple[str, ...] = DEFAULT_PATTERNS
+    with_args: bool = True
+    max_attribute_length: int = 65536
+    span_max_age: float = 3600.0
+    max_queue: int = 20_000
+
+
+def make_exporter(settings: TracingSettings) -> SpanExporter:
+    """The SDK's OTLP exporter for the protocol; it also reads ``OTEL_EXPORTER_OTLP_*``."""
+    headers = settings.headers or None
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(
+            endpoint=settings.endpoint,
+            insecure=settings.insecure,
+            headers=headers,
+            timeout=settings.timeout,
+        )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpSpanExporter,
+    )
+
+    endpoint = settings.endpoint.rstrip("/")
+    if not endpoint.endswith("/v1/traces"):
+        endpoint += "/v1/traces"
+    return HttpSpanExporter(endpoint=endpoint, headers=headers, timeout=settings.timeout)
+
+
+class Tracing:
+    """Owns the span pipeline of one daemon."""
+
+    def __init__(
+        self,
+        settings: TracingSettings,
+        engine: Engine,
+        messaging_system: str,
+        exporter: SpanExporter | None = None,
+    ) -> None:
+        self.settings = settings
+        resource = Resource.create(
+            {
+                "service.name": settings.service_name,
+                "telemetry.sdk.name": "clearly-exporter",
+                "service.version": __version__,
+            }
+        )
+        span_settings = SpanSettings(
+            resource=resource,
+            messaging_system=messaging_system,
+            default_queue=engine.config.default_queue,
+            redact=Redactor(settings.redact),
+            with_args=settings.with_args,
+            max_attribute_length=settings.max_attribute_length,
+        )
+        self.shipper = SpanShipper(exporter or make_exporter(settings), settings.max_queue)
+        self.fetcher = ResultFetcher(settings.backend) if settings.backend else None
+        self.sink = TraceSink(
+            engine, span_settings, self.shipper, self.fetcher, span_max_age=settings.span_max_age
+        )
+        self.engine = engine
+
+    def start(self) -> None:
+        self.shipper.start()
+
+    def stop(self, seconds: float) -> None:
+        """Export what ended, then flush the queue within ``seconds``."""
+        deadline = time.monotonic() + seconds
+        with self.engine.lock:
+            self.sink.flush()
+        if self.fetcher is not None:
+            self.fetcher.close()
+        self.shipper.stop(deadline)

@@ -1,0 +1,22 @@
+"""Trace ids are root task uuids; span ids stable and valid."""
+
+import uuid
+
+from clearly_exporter.traces.ids import span_id, trace_id, trace_id_hex
+
+
+def test_trace_id_of_a_uuid_is_the_uuid():
+    task = str(uuid.uuid4())
+    assert trace_id_hex(task) == task.replace("-", "")
+
+
+def test_non_uuid_ids_get_stable_valid_ids():
+    assert trace_id("my-task-1") == trace_id("my-task-1") != trace_id("my-task-2")
+    assert 0 < trace_id("x") < 2**128
+    assert 0 < span_id("x", 0, 0) < 2**64
+
+
+def test_span_ids_differ_per_attempt_and_are_stable():
+    ids = {span_id("t", retries, delivery) for retries in range(3) for delivery in range(2)}
+    assert len(ids) == 6
+    assert span_id("t", 1, 0) == span_id("t", 1, 0)

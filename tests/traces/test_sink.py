@@ -1,0 +1,175 @@
+"""From engine transitions to spans: shape, ids, tree, retries, failures, incomplete ones."""
+
+from __future__ import annotations
+
+import uuid
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from clearly_exporter.engine import Engine, EngineConfig
+from clearly_exporter.traces.tracing import Tracing, TracingSettings
+from tests.engine.events import T0, failed, received, retried, sent, started, succeeded
+
+
+def pipeline(
+    config: EngineConfig | None = None, **settings
+) -> tuple[Engine, Tracing, InMemorySpanExporter]:
+    engine = Engine(config)
+    memory = InMemorySpanExporter()
+    tracing = Tracing(TracingSettings(endpoint="unused", **settings), engine, "redis", memory)
+    tracing.start()
+    return engine, tracing, memory
+
+
+def run(events: list[dict], **kw) -> list[ReadableSpan]:
+    engine, tracing, memory = pipeline(**kw)
+    for i, event in enumerate(events):
+        engine.handle(event, T0 + i * 0.01)
+    tracing.stop(5)
+    return list(memory.get_finished_spans())
+
+
+def ids() -> tuple[str, str, str]:
+    return str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+
+
+def test_a_chain_is_one_trace_whose_tree_matches_the_workflow():
+    a, b, c = ids()
+    life = []
+    for task, parent in ((c, b), (b, a), (a, None)):
+        extra = {"root_id": a, "parent_id": parent}
+        life += [succeeded(task, T0 + 3), started(task, T0 + 2), received(task, T0 + 1, **extra)]
+    spans = {s.attributes["celery.task.id"]: s for s in run(life)}
+    assert set(spans) == {a, b, c}
+    assert {format(s.context.trace_id, "032x") for s in spans.values()} == {a.replace("-", "")}
+    assert spans[a].parent is None
+    assert spans[b].parent.span_id == spans[a].context.span_id
+    assert spans[c].parent.span_id == spans[b].context.span_id
+
+
+def test_span_shape():
+    (a, _, _) = ids()
+    events = [
+        sent(a, T0, kwargs="{'password': 'hunter2', 'user': 'bob'}"),
+        received(a, T0 + 1, kwargs="{'password': 'hunter2', 'user': 'bob'}"),
+        succeeded(a, T0 + 3, runtime=1.5),
+    ]
+    (span,) = run(events)
+    assert span.name == "run app.add"
+    assert span.kind is SpanKind.CONSUMER
+    assert (span.start_time, span.end_time) == (int((T0 + 1) * 1e9), int((T0 + 3) * 1e9))
+    attrs = span.attributes
+    assert attrs["celery.task.state"] == "SUCCESS"
+    assert attrs["celery.task.result"] == "3"
+    assert attrs["celery.task.result.source"] == "event"
+    assert attrs["messaging.system"] == "redis"
+    assert attrs["messaging.destination.name"] == attrs["celery.queue"] == "q1"
+    assert "hunter2" not in attrs["celery.task.kwargs"] and "bob" in attrs["celery.task.kwargs"]
+    names = [(e.name, dict(e.attributes)) for e in span.events]
+    assert names == [
+        ("celery.task.pending", {}),
+        ("celery.task.received", {}),
+        ("celery.task.started", {"celery.inferred": True}),
+        ("celery.task.success", {}),
+    ]
+
+
+def test_failure_is_an_error_with_an_exception_event():
+    (a, _, _) = ids()
+    (span,) = run([received(a, T0), started(a, T0 + 1), failed(a, T0 + 2, "KeyError('k')")])
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "KeyError"
+    (exc,) = [e for e in span.events if e.name == "exception"]
+    assert exc.attributes["exception.type"] == "KeyError"
+    assert exc.attributes["exception.stacktrace"] == "Traceback ..."
+
+
+def test_retries_are_sibling_attempts_and_not_errors():
+    (a, _, _) = ids()
+    events = [
+        received(a, T0, retries=0),
+        started(a, T0 + 1),
+        retried(a, T0 + 2),
+        received(a, T0 + 3, retries=1),
+        started(a, T0 + 4),
+        succeeded(a, T0 + 5),
+    ]
+    spans = run(events)
+    assert [s.attributes["celery.task.retries"] for s in spans] == [0, 1]
+    assert len({s.context.span_id for s in spans}) == 2
+    assert {s.context.trace_id for s in spans} == {int(a.replace("-", ""), 16)}
+    assert all(s.parent is None for s in spans)
+    assert spans[0].attributes["celery.task.retry.reason"] == "Retry('again')"
+    assert spans[0].status.status_code is StatusCode.UNSET
+
+
+def test_no_args_drops_values_and_long_values_are_cut():
+    (a, _, _) = ids()
+    events = [received(a, T0, args="(" + "x" * 500 + ",)"), succeeded(a, T0 + 1)]
+    (span,) = run(events, with_args=False)
+    assert "celery.task.args" not in span.attributes
+    (span,) = run(events, max_attribute_length=100)
+    assert span.attributes["celery.task.args"].endswith("[cut 403 characters]")
+
+
+def test_values_celery_cut_without_a_backend_say_so():
+    (a, _, _) = ids()
+    cut = "'" + "y" * 1100 + "...'"
+    events = [received(a, T0), {**succeeded(a, T0 + 1), "result": cut}]
+    (span,) = run(events)
+    assert span.attributes["celery.task.result.source"] == "truncated"
+
+
+def test_evicted_and_too_old_attempts_are_exported_as_incomplete():
+    a, b, _c = ids()
+    engine, tracing, memory = pipeline(EngineConfig(max_tasks=1), span_max_age=60)
+    engine.handle(received(a, T0), T0)
+    engine.handle(received(b, T0), T0 + 1)
+    engine.tick(T0 + 2)
+    assert [s.attributes["celery.task.id"] for s in memory.get_finished_spans()] == []
+    engine.tick(T0 + 62)
+    tracing.stop(5)
+    spans = {s.attributes["celery.task.id"]: s for s in memory.get_finished_spans()}
+    assert set(spans) == {a, b}
+    assert all(s.attributes["celery.task.incomplete"] is True for s in spans.values())
+
+
+def test_a_late_started_within_the_grace_is_in_the_span():
+    (a, _, _) = ids()
+    engine, tracing, memory = pipeline()
+    engine.handle(received(a, T0), T0)
+    engine.handle(succeeded(a, T0 + 2), T0 + 2)
+    engine.handle(started(a, T0 + 1), T0 + 2.5)
+    engine.tick(T0 + 3.5)
+    tracing.stop(5)
+    (span,) = memory.get_finished_spans()
+    started_event = next(e for e in span.events if e.name == "celery.task.started")
+    assert started_event.timestamp == int((T0 + 1) * 1e9)
+    assert dict(started_event.attributes) == {"celery.inferred": True}
+
+
+class FailingExporter(SpanExporter):
+    def export(self, spans) -> SpanExportResult:
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
+
+
+def test_export_errors_and_full_queues_are_counted_never_block():
+    engine = Engine()
+    tracing = Tracing(
+        TracingSettings(endpoint="unused", max_queue=5), engine, "redis", FailingExporter()
+    )
+    for i in range(10):
+        engine.handle(received(f"t{i}", T0), T0)
+        engine.handle(succeeded(f"t{i}", T0 + 1), T0)
+    engine.tick(T0 + 10)
+    assert tracing.shipper.dropped["queue_full"] == 5
+    tracing.start()
+    tracing.stop(5)
+    assert tracing.shipper.dropped["export_error"] == 5
+    assert tracing.shipper.exported == 0
