@@ -30,10 +30,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.error import URLError
+from typing import NamedTuple
+from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 
 import redis
+
+# bench/ is on sys.path when this file runs as a script, as it is meant to.
 from storm import Storm, build_storm, describe, publish, spec_arguments, spec_from
 
 BENCH = Path(__file__).resolve().parent
@@ -49,6 +52,8 @@ BUSY_SHARE = 0.5
 QUERY_EVERY = 0.5
 #: An idle consumer whose count has not moved for this long has stalled.
 STALL = 5.0
+#: Other processes' load, in cores, above which a drain is flagged as measured on a busy machine.
+SHARED = 0.25
 METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -72,6 +77,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
 
 
 def _schedstat_works() -> bool:
+    """schedstat counts CPU time in ns; some kernels leave it out or at zero."""
     try:
         return int(Path("/proc/self/schedstat").read_text().split()[0]) > 0
     except (OSError, ValueError, IndexError):
@@ -148,6 +154,9 @@ class Result:
     peak_rss_kb: int
     rss_before_kb: int
     complete: bool
+    #: Cores Redis kept busy meanwhile (it feeds the backlog), and all other processes.
+    redis_cores: float = 0.0
+    other_cores: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -264,7 +273,7 @@ class Exporter(Consumer):
         try:
             with urllib.request.urlopen(self.base + path, timeout=timeout) as response:
                 return response.status, response.read()
-        except urllib.error.HTTPError as exc:
+        except HTTPError as exc:
             return exc.code, exc.read()
 
     def ready(self) -> bool:
@@ -298,33 +307,74 @@ def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
 
 
 def free_port() -> int:
+    """A port free now, for the exporter (it does not say which port it bound to 0)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-class CpuWatch:
-    """Samples a process's CPU time: when it last worked, and whether it has gone idle."""
+class Reading(NamedTuple):
+    """CPU times at one instant, in ns: the consumer's, and what else the machine did."""
 
-    def __init__(self, pid: int) -> None:
+    t: float
+    cpu: int
+    machine: int
+    redis: int
+    runner: int
+
+
+def machine_busy_ns() -> int:
+    """CPU time all cores spent not idle (user, nice, system, irq, softirq), in ns."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    return int((user + nice + system + irq + softirq) * TICK_NS)
+
+
+def process_ns(pid: int) -> int:
+    """utime + stime of a process, in ns; 0 if it cannot be read (e.g. a remote Redis)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int((int(fields[11]) + int(fields[12])) * TICK_NS)
+
+
+class CpuWatch:
+    """Samples a process's CPU time: when it last worked, and whether it has gone idle.
+
+    Each reading also takes the machine's busy time, Redis's and the runner's, so a
+    drain can say how much CPU something else took meanwhile (the machine is shared).
+    """
+
+    def __init__(self, pid: int, redis_pid: int = 0) -> None:
         self.pid = pid
-        self.first = self.last = self.last_busy = (time.perf_counter(), cpu_ns(pid))
+        self.redis_pid = redis_pid
+        self.first = self.last = self.last_busy = self._read()
         self.window = deque([self.first])
 
+    def _read(self) -> Reading:
+        return Reading(
+            time.perf_counter(),
+            cpu_ns(self.pid),
+            machine_busy_ns(),
+            process_ns(self.redis_pid) if self.redis_pid else 0,
+            time.process_time_ns(),
+        )
+
     def sample(self) -> None:
-        now, cpu = time.perf_counter(), cpu_ns(self.pid)
-        t, c = self.last
-        if (cpu - c) / 1e9 >= BUSY_SHARE * (now - t):
-            self.last_busy = (now, cpu)
-        self.last = (now, cpu)
-        self.window.append(self.last)
-        while len(self.window) >= 2 and now - self.window[1][0] >= QUIET:
+        reading, last = self._read(), self.last
+        if (reading.cpu - last.cpu) / 1e9 >= BUSY_SHARE * (reading.t - last.t):
+            self.last_busy = reading
+        self.last = reading
+        self.window.append(reading)
+        while len(self.window) >= 2 and reading.t - self.window[1].t >= QUIET:
             self.window.popleft()
 
     def idle(self) -> bool:
         """Under IDLE_SHARE of a CPU used over the last QUIET seconds."""
-        (t, c), (now, cpu) = self.window[0], self.last
-        return now - t >= QUIET and (cpu - c) / 1e9 < IDLE_SHARE * (now - t)
+        first, last = self.window[0], self.last
+        elapsed = last.t - first.t
+        return elapsed >= QUIET and (last.cpu - first.cpu) / 1e9 < IDLE_SHARE * elapsed
 
     def forget(self) -> None:
         """Start the idle window afresh (after a query that cost the process CPU)."""
@@ -344,11 +394,12 @@ def settle(consumer: Consumer, timeout: float = 30) -> None:
 
 
 def freeze(consumer: Consumer) -> None:
+    """SIGSTOP, and wait until every thread has really stopped."""
     os.kill(consumer.pid, signal.SIGSTOP)
     wait_for(f"{consumer.name} to stop", lambda: all_stopped(consumer.pid), 10)
 
 
-def drain(consumer: Consumer, expected: int, timeout: float) -> Result:
+def drain(consumer: Consumer, expected: int, timeout: float, redis_pid: int) -> Result:
     """Thaw the consumer and time it until its count reaches ``expected``.
 
     The watcher never asks for the count while the consumer works (a scrape would steal
@@ -356,17 +407,16 @@ def drain(consumer: Consumer, expected: int, timeout: float) -> Result:
     idle for a moment, and dates the end at the last sample where it was still working.
     """
     rss_before = memory_kb(consumer.pid, "VmRSS")
-    watch = CpuWatch(consumer.pid)
-    t0, c0 = watch.first
+    watch = CpuWatch(consumer.pid, redis_pid)
+    start = watch.first
     os.kill(consumer.pid, signal.SIGCONT)
     last_query = 0.0
-    counted, moved = -1, t0
-    deadline = t0 + timeout
+    counted, moved = -1, start.t
     while True:
         time.sleep(SAMPLE)
         consumer.check_alive()
         watch.sample()
-        now = watch.last[0]
+        now = watch.last.t
         if watch.idle() and now - last_query >= QUERY_EVERY:
             end, last_query = watch.last_busy, now
             n = consumer.count()
@@ -375,17 +425,23 @@ def drain(consumer: Consumer, expected: int, timeout: float) -> Result:
                 break
             if n != counted:
                 counted, moved = n, now
-        if now > deadline:
+        if now - start.t > timeout:
             raise BenchError(f"{consumer.name} did not finish within {timeout:.0f} s")
+    seconds = end.t - start.t
+    others = (end.machine - start.machine) - sum(
+        getattr(end, key) - getattr(start, key) for key in ("cpu", "redis", "runner")
+    )
     return Result(
         consumer.name,
         n,
         expected,
-        end[0] - t0,
-        (end[1] - c0) / 1e9,
+        seconds,
+        (end.cpu - start.cpu) / 1e9,
         memory_kb(consumer.pid, "VmHWM"),
         rss_before,
         complete=n == expected,
+        redis_cores=(end.redis - start.redis) / 1e9 / seconds if seconds > 0 else 0.0,
+        other_cores=max(others, 0) / 1e9 / seconds if seconds > 0 else 0.0,
     )
 
 
@@ -400,6 +456,7 @@ class Scrapes:
 
 
 def time_scrapes(exporter: Exporter, count: int) -> Scrapes:
+    """GET /metrics ``count`` times in a row, as a Prometheus server would, and time each."""
     out = Scrapes()
     for _ in range(count):
         started = time.perf_counter()
@@ -447,6 +504,7 @@ def exporter_checks(exporter: Exporter, storm: Storm) -> list[str]:
 
 
 def redis_target(url: str) -> tuple[redis.Redis, int]:
+    """A client on the broker's Redis, for CONFIG and CLIENT LIST, and the broker's db."""
     parts = urlsplit(url)
     if parts.scheme != "redis":
         raise BenchError("the benchmark needs a redis:// broker (it lifts pub/sub buffer limits)")
@@ -459,7 +517,18 @@ def redis_target(url: str) -> tuple[redis.Redis, int]:
 
 def table(rounds: list[Outcome]) -> str:
     """Each round's consumers side by side, then the medians; ratios to the bare receiver."""
-    head = ("round", "consumer", "events", "seconds", "events/s", "ratio", "CPU s", "peak RSS MB")
+    head = (
+        "round",
+        "consumer",
+        "events",
+        "seconds",
+        "events/s",
+        "ratio",
+        "CPU s",
+        "peak RSS MB",
+        "Redis cores",
+        "others' cores",
+    )
     rows = [head]
 
     def row(label: str, r: Result, bare_rate: float) -> tuple[str, ...]:
@@ -472,6 +541,8 @@ def table(rounds: list[Outcome]) -> str:
             f"{r.rate / bare_rate:.2f}" if bare_rate else "-",
             f"{r.cpu_seconds:.2f}",
             f"{r.peak_rss_kb / 1024:.0f}",
+            f"{r.redis_cores:.2f}",
+            f"{r.other_cores:.2f}",
         )
 
     for i, out in enumerate(rounds, 1):
@@ -519,6 +590,8 @@ def medians(rounds: list[Outcome]) -> tuple[Result, Result]:
                 max(r.peak_rss_kb for r in results),
                 max(r.rss_before_kb for r in results),
                 complete=all(r.complete for r in results),
+                redis_cores=statistics.median(r.redis_cores for r in results),
+                other_cores=statistics.median(r.other_cores for r in results),
             )
         )
     return out[0], out[1]
@@ -557,6 +630,7 @@ def measure(
 ) -> Outcome:
     """One round: subscribe both, freeze, publish, then thaw and drain each in turn."""
     bare, exporter = start_consumers(args, r, db, storm, workdir)
+    redis_pid = int(r.info("server").get("process_id", 0))
     try:
         for consumer in (bare, exporter):
             settle(consumer)
@@ -570,7 +644,7 @@ def measure(
             backlog[consumer.name] = int(client["omem"]) / 1e6
         results: list[Result] = []
         for consumer in (exporter, bare) if exporter_first else (bare, exporter):
-            result = drain(consumer, storm.events, args.timeout)
+            result = drain(consumer, storm.events, args.timeout, redis_pid)
             results.append(result)
             print(f"  {consumer.name}: drained in {result.seconds:.2f} s", flush=True)
             if consumer is exporter:
@@ -618,6 +692,12 @@ def report(storm: Storm, rounds: list[Outcome]) -> dict:
         + f"): target >= 0.5 {'met' if ratio >= 0.5 else 'NOT met'}, "
         f"later target >= 1.0 {'met' if ratio >= 1.0 else 'not met'}"
     )
+    busiest = max(r.other_cores for o in rounds for r in (o.bare, o.exporter))
+    if busiest > SHARED:
+        print(
+            f"note: other processes kept up to {busiest:.2f} cores busy during a drain; "
+            "on this 2-core machine that slows the consumer: compare rounds, rerun when quiet"
+        )
     for i, out in enumerate(rounds, 1):
         for line in out.checks:
             print(f"round {i}: {line}")
@@ -673,16 +753,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
 
+    if min(args.rounds, args.scrapes) < 1:
+        parser.error("--rounds and --scrapes must be at least 1")
+
     def interrupted(signum: int, frame: object) -> None:
+        """SIGTERM unwinds like Ctrl-C, so children and the Redis config are cleaned up."""
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    storm = build_storm(spec_from(args))
+    print(f"storm built: {describe(storm)}", flush=True)
+    try:
+        rounds = run_rounds(args, storm)
+    except (BenchError, redis.RedisError) as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; consumers stopped and the Redis config restored", file=sys.stderr)
+        return 130
+    figures = report(storm, rounds)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+def run_rounds(args: argparse.Namespace, storm: Storm) -> list[Outcome]:
+    """The rounds, with Redis keeping whole backlogs for frozen subscribers meanwhile."""
     r, db = redis_target(args.broker)
     limit_key = "client-output-buffer-limit"
     previous = r.config_get(limit_key)[limit_key]
     r.config_set(limit_key, "pubsub 0 0 0")
-    storm = build_storm(spec_from(args))
-    print(f"storm built: {describe(storm)}", flush=True)
     rounds = []
     try:
         with tempfile.TemporaryDirectory(prefix="clearly-bench-") as tmp:
@@ -692,15 +793,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(f"round {i + 1} of {args.rounds}", flush=True)
                 rounds.append(measure(args, r, db, storm, Path(tmp), exporter_first))
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
     finally:
         r.config_set(limit_key, previous)
-    figures = report(storm, rounds)
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    return 0
+    return rounds
 
 
 if __name__ == "__main__":

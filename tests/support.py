@@ -162,13 +162,14 @@ class Worker:
     queue: str
     tmp: Path
     name: str = field(default_factory=lambda: f"w{uuid.uuid4().hex[:8]}@test")
+    backend: str = ""
     proc: Proc | None = None
 
     def start(self) -> Worker:
         cmd = [sys.executable, "-m", "celery", "-A", "clearly_exporter.demo.app", "worker"]
         cmd += ["-E", "-n", self.name, "-Q", self.queue, "--pool", "threads", "-c", "4"]
         cmd += ["-l", "warning", "--without-mingle", "--without-gossip"]
-        env = child_env(CLEARLY_DEMO_BROKER=self.broker)
+        env = child_env(CLEARLY_DEMO_BROKER=self.broker, CLEARLY_DEMO_BACKEND=self.backend)
         self.proc = Proc(cmd, env, self.tmp / f"{self.name}.log").start()
         return self
 

@@ -4,7 +4,8 @@ Configured from the environment, because the workers run as ``celery -A`` subpro
 and the environment is the one channel the runner shares with them:
 
 ``CLEARLY_DEMO_BROKER``
-    broker URL; ``filesystem:///dir`` (the default, under ``/tmp``) needs no server.
+    broker URL; ``filesystem:///dir`` (the default, under ``/tmp``) needs no server, and
+    is written through ``clearly_exporter.demo.transport`` so no reader sees half a message.
 ``CLEARLY_DEMO_BACKEND``
     result backend URL; unset with a ``filesystem:///dir`` broker means ``file://dir/results``.
 """
@@ -15,14 +16,14 @@ import os
 import time
 from urllib.parse import urlsplit
 
-from celery import Celery, Task
+from celery import Celery, Task, chord, current_task, group
 
 from clearly_exporter.brokers import connection_config
 
 DEFAULT_BROKER = "filesystem:///tmp/clearly-demo"
 #: The filesystem transport with atomic writes; see ``clearly_exporter.demo.transport``.
 FILESYSTEM_TRANSPORT = "clearly_exporter.demo.transport:Transport"
-#: Over the 1024 characters past which Celery events truncate ``result``/``args``.
+#: Over the 1024 characters past which Celery's events cut ``args`` and ``result`` reprs.
 BIG_RESULT_CHARS = 5000
 
 
@@ -35,7 +36,7 @@ def default_backend(broker: str) -> str | None:
 
 
 def make_app(broker: str, backend: str | None) -> Celery:
-    """Build the app; a separate function so tests and the runner can see the resolved config."""
+    """Build the app for ``broker``; a function, so callers (tests) can reach any broker."""
     url, options = connection_config(broker)
     backend = backend or default_backend(broker)
     if backend and backend.startswith("file://"):
@@ -114,11 +115,17 @@ def login(user: str, password: str = "") -> str:
     return f"hello {user}"
 
 
+def same_queue() -> str | None:
+    """The queue the running task came from, so its subtasks go where its worker listens."""
+    info = current_task.request.delivery_info or {}
+    return info.get("routing_key")
+
+
 @app.task(name="demo.spawn")
 def spawn(n: int) -> int:
     """Sends ``n`` subtasks from inside a task, so they carry ``parent_id`` and ``root_id``."""
     for i in range(n):
-        add.delay(i, i)
+        add.apply_async((i, i), queue=same_queue())
     return n
 
 
@@ -133,3 +140,18 @@ def wait_then(seconds: float) -> float:
 def total(numbers: list[int]) -> int:
     """The chord callback: sums the header's results."""
     return sum(numbers)
+
+
+@app.task(name="demo.fan_out")
+def fan_out(n: int) -> int:
+    """Applies a group from inside a task, so its members share the task's trace."""
+    group(add.s(i, i) for i in range(n)).apply_async(queue=same_queue())
+    return n
+
+
+@app.task(name="demo.fan_in")
+def fan_in(n: int) -> int:
+    """Applies a chord from inside a task (needs a result backend): header, then total."""
+    queue = same_queue()
+    chord((add.s(i, i).set(queue=queue) for i in range(n)), total.s().set(queue=queue))()
+    return n

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -27,8 +26,9 @@ from clearly_exporter.demo.app import (
     total,
     wait_then,
 )
+from clearly_exporter.demo.signals import StopRequest, stop_on_signals
 
-#: How often the main thread checks that the producing thread is still alive.
+#: How often the main thread checks for a stop request and on the producing thread.
 SIGNAL_POLL = 0.1
 
 #: A traffic action sends some work and returns how many messages it published.
@@ -133,27 +133,22 @@ def run_producer(stop: threading.Event, rate: float = 2.0, seed: int | None = No
 
 
 def main() -> int:
-    """Produce on a thread while the main thread waits for SIGINT/SIGTERM; the exit code.
+    """Produce on a thread while the main thread turns signals into ``stop``; the exit code.
 
-    The signals are blocked and collected with ``sigtimedwait`` rather than handled: a
-    handler calling ``Event.set`` deadlocks if it interrupts the main thread while that
-    holds the event's lock. A second signal stops waiting for a stuck publish.
+    The signal handler cannot set the event itself (see ``clearly_exporter.demo.signals``).
+    A second signal stops waiting for a publish that is stuck on an unreachable broker.
     """
-    signals = {signal.SIGINT, signal.SIGTERM}
-    # Blocked before the thread starts, so the thread inherits the mask too.
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    stop = threading.Event()
     rate = float(os.environ.get("CLEARLY_DEMO_RATE") or 2.0)
+    request, stop = StopRequest(), threading.Event()
     thread = threading.Thread(target=run_producer, args=(stop, rate), name="producer", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        if signal.sigtimedwait(signals, SIGNAL_POLL) is None:
-            continue
-        if stop.is_set():
-            break
-        stop.set()
+    with stop_on_signals(request):
+        thread.start()
+        while thread.is_alive() and request.signals < 2:
+            thread.join(SIGNAL_POLL)
+            if request.requested:
+                stop.set()
     # Without a stop request the thread died on its own, and its traceback is printed.
-    return 0 if stop.is_set() else 1
+    return 0 if request.requested else 1
 
 
 if __name__ == "__main__":

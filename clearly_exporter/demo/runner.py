@@ -16,13 +16,13 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 
 import click
 
 from clearly_exporter.brokers import redact_url
+from clearly_exporter.demo.signals import StopRequest, stop_on_signals
 
 ROLES = ("worker", "producer")
 #: Stop stages, in the order they are stopped.
@@ -109,39 +109,6 @@ def plan(
     ]
 
 
-class StopRequest:
-    """Set by the SIGINT/SIGTERM handlers.
-
-    A plain attribute, not a ``threading.Event``: ``Event.set`` takes a lock, and a handler
-    that runs while the main thread holds that lock (inside ``Event.wait``) deadlocks.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def __call__(self, signum: int, frame: object) -> None:
-        self.signum = signum
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-
-@contextmanager
-def stop_on_signals(stop: StopRequest) -> Iterator[None]:
-    """Route SIGINT and SIGTERM to ``stop``, so shutdown never starts mid-statement.
-
-    Signal handlers can only be set from the main thread, so ``run_demo`` must run there.
-    """
-    signums = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, stop) for signum in signums}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def stop_all(children: list[Child]) -> None:
     """Stop the children stage by stage: SIGTERM, wait up to ``STOP_DEADLINE``, then SIGKILL.
 
@@ -168,9 +135,11 @@ def exited(children: list[Child]) -> bool:
     """Whether a child has exited, saying which and how; parts are meant to run until stopped."""
     for child in children:
         code = child.process.poll()
-        if code is not None:
-            click.echo(f"{child.step.name} exited unexpectedly with code {code}", err=True)
-            return True
+        if code is None:
+            continue
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        click.echo(f"{child.step.name} {how}, unexpectedly", err=True)
+        return True
     return False
 
 
@@ -221,6 +190,7 @@ def supervise(steps: list[Step], env: dict[str, str], stop: StopRequest) -> int:
             if exited(children):
                 return 1
             pause(children)
+        click.echo("Stopping; workers first finish the tasks they hold.")
         return 0
     finally:
         stop_all(children)

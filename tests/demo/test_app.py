@@ -47,6 +47,7 @@ def test_make_app_puts_everything_under_a_filesystem_broker_folder(tmp_path: Pat
     app = make_app(f"filesystem://{tmp_path}", None)
     conf = app.conf
     assert conf.broker_url == "filesystem://"
+    assert conf.broker_transport == "clearly_exporter.demo.transport:Transport"
     assert conf.broker_transport_options["data_folder_in"] == str(tmp_path / "data")
     assert conf.result_backend == f"file://{tmp_path / 'results'}"
     assert (tmp_path / "results").is_dir()
@@ -56,7 +57,9 @@ def test_make_app_puts_everything_under_a_filesystem_broker_folder(tmp_path: Pat
 
 
 def test_make_app_without_a_filesystem_broker_has_only_the_backend_it_is_given():
-    assert make_app("redis://127.0.0.1:6379/9", None).conf.result_backend is None
+    conf = make_app("redis://127.0.0.1:6379/9", None).conf
+    assert conf.result_backend is None
+    assert conf.broker_transport is None
     explicit = make_app("redis://127.0.0.1:6379/9", "redis://127.0.0.1:6379/8")
     assert explicit.conf.result_backend == "redis://127.0.0.1:6379/8"
 

@@ -1,0 +1,219 @@
+"""The demo runner: what it starts, how it stops, and what it says when a part dies."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+
+from clearly_exporter.demo import runner
+from clearly_exporter.demo.app import make_app
+from clearly_exporter.demo.runner import Step, browse_url, plan, run_demo
+from tests.support import Proc, child_env, wait_for
+
+#: A part that runs until a signal ends it.
+IDLE = "import signal\nwhile True: signal.pause()"
+#: A part that ignores SIGTERM, once it has said so by creating the file ``argv[1]``.
+STUBBORN = (
+    "import pathlib, signal, sys\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "pathlib.Path(sys.argv[1]).touch()\n"
+    "while True: signal.pause()"
+)
+#: A part that waits for the file ``argv[1]``, then sends signal ``argv[2]`` to the runner.
+SIGNALLER = (
+    "import os, pathlib, signal, sys, time\n"
+    "deadline = time.monotonic() + 20\n"
+    "while not pathlib.Path(sys.argv[1]).exists() and time.monotonic() < deadline:\n"
+    "    time.sleep(0.01)\n"
+    "os.kill(os.getppid(), int(sys.argv[2]))\n"
+    "while True: signal.pause()"
+)
+
+
+SIGNALS = [signal.SIGINT, signal.SIGTERM]
+SIGNAL_IDS = [signum.name for signum in SIGNALS]
+
+
+def python(code: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", code, *args]
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[subprocess.Popen]]:
+    """Every process the runner starts, to check how each one ended."""
+    processes: list[subprocess.Popen] = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            processes.append(self)
+
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def use_plan(monkeypatch: pytest.MonkeyPatch, steps: list[Step]) -> None:
+    monkeypatch.setattr(runner, "plan", lambda *args: steps)
+
+
+def announced_folder(out: str) -> Path:
+    """The temporary broker folder from the runner's ``broker:`` line."""
+    line = next(line for line in out.splitlines() if line.startswith("broker:"))
+    return Path(line.split("filesystem://", 1)[1])
+
+
+@pytest.mark.parametrize(
+    ("broker", "role", "workers", "error"),
+    [
+        ("filesystem:///x", "bogus", 2, click.BadParameter),
+        (None, "worker", 2, click.UsageError),
+        (None, "producer", 2, click.UsageError),
+        (None, None, 0, click.BadParameter),
+    ],
+)
+def test_bad_arguments_are_usage_errors(broker, role, workers, error):
+    with pytest.raises(error):
+        run_demo(broker, role, "127.0.0.1", 9808, workers=workers)
+
+
+def test_everything_starts_exporter_first_and_stops_it_last():
+    steps = plan(None, "filesystem:///b", "0.0.0.0", 9808, 3, ["--max-tasks", "10"])
+    assert [step.name for step in steps] == [
+        "exporter",
+        "worker demo1",
+        "worker demo2",
+        "worker demo3",
+        "producer",
+    ]
+    exporter, *workers, producer = steps
+    assert exporter.command[1:] == [
+        "-m", "clearly_exporter", "run", "--broker", "filesystem:///b",
+        "--host", "0.0.0.0", "--port", "9808", "--max-tasks", "10",
+    ]  # fmt: skip
+    assert exporter.ready_url == "http://127.0.0.1:9808/healthz"
+    assert producer.stage < workers[0].stage < exporter.stage
+    assert workers[1].command[workers[1].command.index("-n") + 1] == "demo2@%h"
+
+
+def test_roles_start_one_part():
+    assert [s.name for s in plan("worker", "filesystem:///b", "h", 1, 4, [])] == ["worker demo1"]
+    assert [s.name for s in plan("producer", "filesystem:///b", "h", 1, 4, [])] == ["producer"]
+
+
+def test_an_exporter_on_port_zero_is_not_waited_for():
+    assert plan(None, "filesystem:///b", "127.0.0.1", 0, 1, [])[0].ready_url is None
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("0.0.0.0", "http://127.0.0.1:9808/metrics"),
+        ("::", "http://[::1]:9808/metrics"),
+        ("::1", "http://[::1]:9808/metrics"),
+        ("example.org", "http://example.org:9808/metrics"),
+    ],
+)
+def test_browse_url(host: str, url: str):
+    assert browse_url(host, 9808, "/metrics") == url
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        ("raise SystemExit(3)", "crasher exited with code 3, unexpectedly"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "crasher killed by SIGKILL"),
+    ],
+    ids=["exit", "killed"],
+)
+def test_a_part_that_dies_stops_the_others(monkeypatch, started, capsys, code: str, said: str):
+    use_plan(
+        monkeypatch,
+        [
+            Step("idler", runner.WORKERS, python(IDLE)),
+            Step("crasher", runner.PRODUCER, python(code)),
+        ],
+    )
+    assert run_demo(None, None, "127.0.0.1", 9808) == 1
+    out, err = capsys.readouterr()
+    assert said in err
+    assert started[0].returncode == -signal.SIGTERM
+    assert not announced_folder(out).exists()
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=SIGNAL_IDS)
+def test_a_signal_stops_everything_and_kills_stragglers(
+    monkeypatch, started, capsys, tmp_path: Path, signum: int
+):
+    ready = str(tmp_path / "stubborn-ready")
+    monkeypatch.setattr(runner, "STOP_DEADLINE", 0.5)
+    use_plan(
+        monkeypatch,
+        [
+            Step("stubborn", runner.EXPORTER, python(STUBBORN, ready)),
+            Step("signaller", runner.PRODUCER, python(SIGNALLER, ready, str(int(signum)))),
+        ],
+    )
+    assert run_demo(None, None, "127.0.0.1", 9808) == 0
+    out, err = capsys.readouterr()
+    assert "stubborn did not stop in 0.5s; killing it" in err
+    assert [process.returncode for process in started] == [-signal.SIGKILL, -signal.SIGTERM]
+    assert "Ctrl-C stops everything." in out
+    assert not announced_folder(out).exists()
+
+
+def demo_process(broker: str, role: str, tmp_path: Path, **env: str) -> Proc:
+    """``run_demo`` for one role in a process of its own, so it can be signalled."""
+    code = (
+        "import sys\n"
+        "from clearly_exporter.demo.runner import run_demo\n"
+        f"sys.exit(run_demo({broker!r}, {role!r}, '127.0.0.1', 9808))"
+    )
+    return Proc(python(code), child_env(**env), tmp_path / f"{role}.log").start()
+
+
+def task_names(data: Path) -> set[str]:
+    """The names of the tasks waiting in a filesystem broker's folder."""
+    names = set()
+    for path in data.glob("*.celery.msg"):
+        names.add(json.loads(path.read_text())["headers"]["task"])
+    return names
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=SIGNAL_IDS)
+def test_producer_role_sends_mixed_traffic_until_signalled(tmp_path: Path, signum: int):
+    broker = f"filesystem://{tmp_path}"
+    demo = demo_process(broker, "producer", tmp_path, CLEARLY_DEMO_RATE="50")
+    try:
+        wait_for(lambda: len(task_names(tmp_path / "data")) >= 4, 30, "four kinds of task")
+    finally:
+        code = demo.stop(signum)
+    output = demo.output()
+    assert code == 0, output
+    assert "Traceback" not in output
+    assert f"broker:   {broker}" in output
+
+
+def test_worker_role_runs_tasks_until_signalled(tmp_path: Path):
+    broker = f"filesystem://{tmp_path}"
+    demo = demo_process(broker, "worker", tmp_path)
+    client = make_app(broker, None)
+    try:
+        wait_for(lambda: client.control.ping(timeout=0.5, limit=1), 30, "the worker to answer")
+        assert client.send_task("demo.add", (1, 2)).get(timeout=30) == 3
+    finally:
+        client.close()
+        code = demo.stop(signal.SIGTERM)
+    output = demo.output()
+    assert code == 0, output
+    assert "Traceback" not in output
