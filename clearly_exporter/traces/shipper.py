@@ -1,8 +1,9 @@
 """Shipping finished spans to an OTLP exporter on a thread of its own.
 
-The SDK's BatchSpanProcessor drops silently when its queue is full; an operator must
-see every span that did not reach the collector, so this small shipper keeps its own
-bounded queue and counts exported spans and drops by reason.
+The SDK's BatchSpanProcessor reports a full queue only as a log line and a drop on
+OpenTelemetry's own meter; an operator must see on ``/metrics`` every span that did
+not reach the collector, so this small shipper keeps its own bounded queue and counts
+exported spans and drops by reason.
 """
 
 from __future__ import annotations
