@@ -27,6 +27,10 @@ SCHEMES: dict[str, str] = {
 }
 
 
+#: The filesystem transport has no host; naming one spares kombu's "no hostname" warning.
+FILESYSTEM = "filesystem://localhost/"
+
+
 class BrokerURLError(ValueError):
     """A broker URL that kombu would not understand, said in one line."""
 
@@ -52,7 +56,7 @@ def messaging_system(url: str) -> str:
 def connection_config(url: str, transport_options: dict | None = None) -> tuple[str, dict]:
     """The URL and transport options to give kombu/Celery for ``url``.
 
-    ``filesystem:///dir`` becomes ``filesystem://`` with ``dir/data`` for messages and
+    ``filesystem:///dir`` becomes kombu's filesystem URL with ``dir/data`` for messages and
     ``dir/control`` for exchange bindings; explicit transport options win.
     """
     options = dict(transport_options or {})
@@ -67,7 +71,7 @@ def connection_config(url: str, transport_options: dict | None = None) -> tuple[
             options.setdefault("data_folder_out", data)
             options.setdefault("control_folder", control)
             options.setdefault("polling_interval", 0.1)
-        url = "filesystem://"
+        url = FILESYSTEM
     return url, options
 
 

@@ -217,6 +217,24 @@ def server_options(func):
     default=False,
     help="Periodically ask workers started without -E to send task events.",
 )
+@option(
+    "--event-queue",
+    default=None,
+    help="Consume a named, durable event queue that keeps events while the exporter is "
+    "away (AMQP) [default: an exclusive, auto-deleted queue, as Celery's own].",
+)
+@option(
+    "--event-queue-ttl",
+    type=Duration(),
+    default=None,
+    help="Message TTL of the event queue [default: 5s; none with --event-queue].",
+)
+@option(
+    "--event-queue-expires",
+    type=Duration(),
+    default=None,
+    help="Delete the event queue after this long unused [default: 60s; 1d with --event-queue].",
+)
 @tracing_options
 @option(
     "--log-level",
@@ -237,6 +255,13 @@ def run(**opts) -> None:
         transport_options=dict(opts["transport_options"]),
         ssl=ssl_options(opts["use_ssl"]),
         enable_events_every=10.0 if opts["enable_events"] else None,
+        event_queue=opts["event_queue"],
+        event_queue_ttl=opts["event_queue_ttl"]
+        if opts["event_queue_ttl"] is not None
+        else (None if opts["event_queue"] else 5.0),
+        event_queue_expires=opts["event_queue_expires"]
+        if opts["event_queue_expires"] is not None
+        else (86_400.0 if opts["event_queue"] else 60.0),
         engine=EngineConfig(
             max_tasks=opts["max_tasks"],
             max_workers=opts["max_workers"],

@@ -33,6 +33,9 @@ class Settings:
     transport_options: dict | None = None
     ssl: dict | None = None
     enable_events_every: float | None = None
+    event_queue: str | None = None
+    event_queue_ttl: float | None = 5.0
+    event_queue_expires: float | None = 60.0
     engine: EngineConfig = field(default_factory=EngineConfig)
     tracing: TracingSettings | None = None
 
@@ -49,7 +52,16 @@ class Daemon:
             system = messaging_system(settings.broker)
             self.tracing = Tracing(settings.tracing, self.engine, system)
         self.source = EventSource(
-            SourceConfig(url, options, settings.ssl, settings.enable_events_every), self.engine
+            SourceConfig(
+                url,
+                options,
+                settings.ssl,
+                settings.enable_events_every,
+                settings.event_queue,
+                settings.event_queue_ttl,
+                settings.event_queue_expires,
+            ),
+            self.engine,
         )
         self.probe = QueueProbe(url, options, settings.ssl)
         self.registry = CollectorRegistry(auto_describe=False)

@@ -59,8 +59,11 @@ class SourceConfig:
     transport_options: dict
     ssl: dict | bool | None = None
     enable_events_every: float | None = None
-    queue_ttl: float = 5.0
-    queue_expires: float = 60.0
+    #: A named, durable event queue that outlives the exporter (lossless on AMQP);
+    #: None for Celery's own kind: exclusive to this process, auto-deleted.
+    event_queue: str | None = None
+    queue_ttl: float | None = 5.0
+    queue_expires: float | None = 60.0
 
 
 class EventSource(threading.Thread):
@@ -110,32 +113,47 @@ class EventSource(threading.Thread):
     def _consume(self) -> None:
         with self._connection() as conn:
             conn.ensure_connection(max_retries=1)
+            named = self.config.event_queue
             queue = Queue(
-                f"celeryev.clearly-exporter.{uuid.uuid4()}",
+                named or f"celeryev.clearly-exporter.{uuid.uuid4()}",
                 exchange=get_exchange(conn),
                 routing_key="#",
-                auto_delete=True,
-                durable=False,
+                auto_delete=not named,
+                durable=bool(named),
                 message_ttl=self.config.queue_ttl,
                 expires=self.config.queue_expires,
             )
-            with Consumer(conn.channel(), queues=[queue], on_message=self._on_message, no_ack=True):
+            channel = conn.channel()
+            with Consumer(channel, queues=[queue], on_message=self._on_message, no_ack=True):
                 self.health.up()
                 log.info("consuming events from %s", redact_url(self.config.url))
                 self._wake_workers(conn)
-                last_tick = last_enable = self.clock()
-                while not self._stop_event.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        conn.drain_events(timeout=TICK)
-                    now = self.clock()
-                    if now - last_tick >= TICK:
-                        last_tick = now
-                        with self.engine.lock:
-                            self.engine.tick(now)
-                    every = self.config.enable_events_every
-                    if every is not None and now - last_enable >= every:
-                        last_enable = now
-                        self._broadcast(conn, "enable_events")
+                self._drain(conn)
+                if not named:
+                    # The filesystem transport keeps bindings forever unless told.
+                    with contextlib.suppress(Exception):
+                        queue(channel).delete()
+
+    def _drain(self, conn: Connection) -> None:
+        last_tick = last_enable = self.clock()
+        while not self._stop_event.is_set():
+            try:
+                conn.drain_events(timeout=TICK)
+            except TimeoutError:
+                pass
+            except ValueError:
+                # A transport that decodes its own envelope (filesystem: a half-written
+                # file) raises here; that message is gone, the connection is fine.
+                self.engine.invalid()
+            now = self.clock()
+            if now - last_tick >= TICK:
+                last_tick = now
+                with self.engine.lock:
+                    self.engine.tick(now)
+            every = self.config.enable_events_every
+            if every is not None and now - last_enable >= every:
+                last_enable = now
+                self._broadcast(conn, "enable_events")
 
     def _wake_workers(self, conn: Connection) -> None:
         """Ask workers for a heartbeat now, so they show up without waiting for one."""

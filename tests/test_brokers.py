@@ -32,7 +32,7 @@ def test_unknown_schemes_are_refused(url):
 
 def test_filesystem_dir_url_lays_out_folders(tmp_path):
     url, options = connection_config(f"filesystem://{tmp_path}", {"polling_interval": 1})
-    assert url == "filesystem://"
+    assert url == "filesystem://localhost/"
     assert options["data_folder_in"] == options["data_folder_out"] == str(tmp_path / "data")
     assert options["control_folder"] == str(tmp_path / "control")
     assert options["polling_interval"] == 1, "explicit transport options win"

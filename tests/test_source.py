@@ -6,11 +6,13 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+from celery import Celery
 from celery.events.event import get_exchange
 from kombu import Connection, Producer
 
 from clearly_exporter.brokers import connection_config
-from tests.support import Exporter, select, wait_for
+from tests.support import Exporter, Worker, select, wait_for
 
 
 def publish(broker: str, bodies: list[tuple[object, dict]]) -> None:
@@ -61,3 +63,37 @@ def test_batched_bodies_and_bad_neighbours(broker: str, tmp_path: Path, cleanup)
     samples = exporter.scrape()
     assert select(samples, "clearly_exporter_events_invalid_total") == {(): 5.0}
     assert exporter.proc.popen.poll() is None
+
+
+@pytest.mark.parametrize("broker", ["amqp"], indirect=True)
+def test_named_event_queue_keeps_events_while_the_exporter_is_away(
+    broker: str, queue: str, tmp_path: Path, cleanup
+):
+    event_queue = f"celeryev.test-{uuid.uuid4().hex[:8]}"
+    args = ["--event-queue", event_queue, "--event-queue-expires", "5m"]
+    first = Exporter(broker, tmp_path, args).start()
+    cleanup.append(first)
+    worker = Worker(broker, queue, tmp_path, backend="rpc://")
+    cleanup.append(worker.start())
+    wait_for(
+        lambda: select(first.scrape(), "celery_worker_up", worker=worker.name) == {(): 1.0},
+        60,
+        "worker up",
+    )
+    assert first.stop() == 0
+    app = Celery("test-producer", set_as_current=False)
+    app.conf.update(broker_url=broker, result_backend="rpc://", task_send_sent_event=True)
+    results = [app.send_task("demo.add", (i, i), queue=queue) for i in range(20)]
+    assert [r.get(timeout=60) for r in results] == [2 * i for i in range(20)]
+    second = Exporter(broker, tmp_path, args)
+    cleanup.append(second.start())
+
+    def counted(state: str) -> float:
+        counts = select(second.scrape(), "celery_tasks_total", queue=queue, state=state)
+        return counts.get((("name", "demo.add"),), 0)
+
+    wait_for(lambda: counted("SUCCESS") == 20, 60, "all 20 tasks counted after the restart")
+    assert counted("PENDING") == 20, "task-sent events published while away were kept"
+    second.stop()
+    with Connection(broker) as conn:
+        conn.default_channel.queue_delete(event_queue)

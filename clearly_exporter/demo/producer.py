@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from celery import chain, chord, group
+from celery import chord, group
 
 from clearly_exporter.demo.app import (
     add,
@@ -36,59 +36,70 @@ Action = Callable[[random.Random], int]
 
 
 def _add(rng: random.Random) -> int:
+    """The common case: a quick success."""
     add.delay(rng.randint(0, 100), rng.randint(0, 100))
     return 1
 
 
 def _fail(rng: random.Random) -> int:
+    """A ValueError, with messages that vary."""
     fail.delay(rng.choice(["bad input", "upstream timeout", "no such user"]))
     return 1
 
 
 def _flaky(rng: random.Random) -> int:
+    """Retries before success; the retried attempts come from the workers."""
     flaky.delay(f"job-{rng.randint(0, 999)}", failures=rng.randint(1, 3))
     return 1
 
 
 def _slow(rng: random.Random) -> int:
+    """Seconds-long runtimes, to fill the upper runtime buckets and hold workers busy."""
     slow.delay(round(rng.uniform(0.5, 3.0), 2))
     return 1
 
 
 def _big(rng: random.Random) -> int:
+    """Arguments and a result over the size events carry whole."""
     big.delay("".join(rng.choices("abcdef", k=2000)))
     return 1
 
 
 def _login(rng: random.Random) -> int:
+    """A secret keyword argument, for redaction."""
     login.delay(rng.choice(["alice", "bob", "carol"]), password="hunter2")
     return 1
 
 
 def _spawn(rng: random.Random) -> int:
+    """A parent and its subtasks; the subtasks count too, though a worker sends them."""
     n = rng.randint(2, 4)
     spawn.delay(n)
     return 1 + n
 
 
 def _revoked(rng: random.Random) -> int:
+    """Revoked during its countdown, so it is discarded without ever starting."""
     result = wait_then.apply_async((1.0,), countdown=rng.uniform(2.0, 5.0))
     app.control.revoke(result.id)
     return 2
 
 
 def _chain(rng: random.Random) -> int:
-    chain(add.s(1, 2), add.s(3), add.s(4)).delay()
+    """Three links; each link's parent is the one before it."""
+    (add.s(1, 2) | add.s(3) | add.s(4)).delay()
     return 3
 
 
 def _group(rng: random.Random) -> int:
+    """Tasks sharing a group id."""
     n = rng.randint(2, 5)
     group(add.s(i, i) for i in range(n)).delay()
     return n
 
 
 def _chord(rng: random.Random) -> int:
+    """A group and a callback that joins its results (through the result backend)."""
     n = rng.randint(2, 5)
     chord(add.s(i, i) for i in range(n))(total.s())
     return n + 1

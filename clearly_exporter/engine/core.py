@@ -16,8 +16,8 @@ from clearly_exporter.engine.fields import number, optional_integer, text
 from clearly_exporter.engine.histogram import LAG_BUCKETS, Histogram
 from clearly_exporter.engine.inference import current_state, reach, select_attempt
 from clearly_exporter.engine.records import HAS_ETA, TaskRecord, Transition
-from clearly_exporter.engine.states import EVENT_STATE, custom_state
-from clearly_exporter.engine.task_metrics import TaskMetrics, TaskMetricsSnapshot
+from clearly_exporter.engine.states import EVENT_STATE, IN_PROGRESS, custom_state
+from clearly_exporter.engine.task_metrics import OTHER, UNKNOWN, TaskMetrics, TaskMetricsSnapshot
 from clearly_exporter.engine.workers import WorkerRegistry, WorkerView
 
 Listener = Callable[[Transition], None]
@@ -115,8 +115,16 @@ class Engine:
         self.queues: set[str] = set()
 
     def subscribe(self, listener: Listener) -> None:
-        """Call ``listener`` with every transition of a named task, in order."""
-        self._listeners.append(listener)
+        """Call ``listener`` with every transition of a named task, in order.
+
+        The list is replaced, never changed in place, so a listener may come and go
+        (under the lock) while the consumer runs.
+        """
+        self._listeners = [*self._listeners, listener]
+
+    def unsubscribe(self, listener: Listener) -> None:
+        """Stop calling ``listener``: a sink with nobody to serve costs nothing per event."""
+        self._listeners = [other for other in self._listeners if other is not listener]
 
     def on_tick(self, ticker: Ticker) -> None:
         """Call ``ticker`` with the time whenever the time-driven rules run."""
@@ -274,6 +282,41 @@ class Engine:
 
     def task(self, uuid: str) -> TaskRecord | None:
         return self._tasks.get(uuid)
+
+    @property
+    def tasks_stored(self) -> int:
+        return len(self._tasks)
+
+    def stored_tasks(self) -> list[TaskRecord]:
+        """Every stored task, least recently updated first (caller holds the lock)."""
+        return list(self._tasks.values())
+
+    def children(self, uuid: str) -> list[str]:
+        """Stored tasks sent by task ``uuid``; a scan, for one-task queries only."""
+        return [rec.uuid for rec in self._tasks.values() if rec.parent_id == uuid]
+
+    def seen_task_names(self) -> set[str]:
+        """Task names ever counted, plus those of stored tasks past ``max_task_names``."""
+        names = {name for name, _, _ in self.metrics.tasks if name not in (OTHER, UNKNOWN)}
+        names.update(rec.name for rec in self._tasks.values() if rec.name is not None)
+        return names
+
+    def forget_finished(self) -> int:
+        """Drop tasks that ended for good; return how many.
+
+        In-flight tasks stay, and so do tasks whose transitions still wait for their
+        labels, so no count is lost; counters never go back. A later event of a
+        forgotten task starts a new record, as after an eviction.
+        """
+        done = [
+            uuid
+            for uuid, rec in self._tasks.items()
+            if rec.key is not None and rec.state is not None and rec.state not in IN_PROGRESS
+        ]
+        for uuid in done:
+            del self._tasks[uuid]
+            self.metrics.forget(uuid)
+        return len(done)
 
     def snapshot(self, now: float) -> Snapshot:
         """Run the time-driven rules, then copy what a scrape renders."""

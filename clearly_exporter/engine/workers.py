@@ -9,6 +9,7 @@ that alerts on ``celery_worker_up == 0`` have something to fire on.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from clearly_exporter.engine.fields import integer, number, text
@@ -16,6 +17,9 @@ from clearly_exporter.engine.records import WorkerRecord
 
 ALIVE = frozenset({"worker-online", "worker-heartbeat"})
 OFFLINE = "worker-offline"
+
+#: Called with a worker just changed and the event type that changed it.
+WorkerWatcher = Callable[[WorkerRecord, str], None]
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,11 @@ class WorkerRegistry:
         self.purge_after = purge
         self._workers: OrderedDict[str, WorkerRecord] = OrderedDict()
         self.evicted = 0
+        self._watcher: WorkerWatcher | None = None
+
+    def watch(self, watcher: WorkerWatcher | None) -> None:
+        """Call ``watcher`` after each change (``None`` stops): a live view of workers."""
+        self._watcher = watcher
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -81,6 +90,8 @@ class WorkerRegistry:
         pid = event.get("pid")
         if isinstance(pid, int | str) and not isinstance(pid, bool):
             worker.pid = str(pid)
+        if self._watcher is not None:
+            self._watcher(worker, etype)
 
     def is_up(self, worker: WorkerRecord, now: float) -> bool:
         if worker.offline or worker.alive_at is None:
@@ -95,23 +106,27 @@ class WorkerRegistry:
             del self._workers[hostname]
         return len(stale)
 
+    def records(self) -> list[WorkerRecord]:
+        return list(self._workers.values())
+
     def views(self, now: float) -> list[WorkerView]:
-        return [
-            WorkerView(
-                hostname=w.hostname,
-                up=self.is_up(w, now),
-                last_heartbeat=w.alive_at,
-                freq=w.freq,
-                active=w.active,
-                processed=w.processed,
-                loadavg=w.loadavg,
-                sw_ident=w.sw_ident,
-                sw_ver=w.sw_ver,
-                sw_sys=w.sw_sys,
-                pid=w.pid,
-            )
-            for w in self._workers.values()
-        ]
+        return [self.view(w, now) for w in self._workers.values()]
+
+    def view(self, w: WorkerRecord, now: float) -> WorkerView:
+        """A copy of one worker as it stands at ``now``."""
+        return WorkerView(
+            hostname=w.hostname,
+            up=self.is_up(w, now),
+            last_heartbeat=w.alive_at,
+            freq=w.freq,
+            active=w.active,
+            processed=w.processed,
+            loadavg=w.loadavg,
+            sw_ident=w.sw_ident,
+            sw_ver=w.sw_ver,
+            sw_sys=w.sw_sys,
+            pid=w.pid,
+        )
 
 
 def _is_number(value: object) -> bool:

@@ -34,7 +34,9 @@ def client(demo_broker: str) -> Iterator[Celery]:
 
 
 @pytest.fixture(scope="module")
-def worker(demo_broker: str, client: Celery, tmp_path_factory: pytest.TempPathFactory):
+def worker(
+    demo_broker: str, client: Celery, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proc]:
     """One worker started exactly as the runner starts it, configured by the environment."""
     log = tmp_path_factory.mktemp("demo-worker") / "worker.log"
     proc = Proc(worker_command(1), child_env(CLEARLY_DEMO_BROKER=demo_broker), log).start()

@@ -19,23 +19,13 @@ from tests.support import Proc, child_env, wait_for
 
 #: A part that runs until a signal ends it.
 IDLE = "import signal\nwhile True: signal.pause()"
-#: A part that ignores SIGTERM, once it has said so by creating the file ``argv[1]``.
+#: A part that ignores SIGTERM, then sends signal ``argv[1]`` to the runner.
 STUBBORN = (
-    "import pathlib, signal, sys\n"
+    "import os, signal, sys\n"
     "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    "pathlib.Path(sys.argv[1]).touch()\n"
+    "os.kill(os.getppid(), int(sys.argv[1]))\n"
     "while True: signal.pause()"
 )
-#: A part that waits for the file ``argv[1]``, then sends signal ``argv[2]`` to the runner.
-SIGNALLER = (
-    "import os, pathlib, signal, sys, time\n"
-    "deadline = time.monotonic() + 20\n"
-    "while not pathlib.Path(sys.argv[1]).exists() and time.monotonic() < deadline:\n"
-    "    time.sleep(0.01)\n"
-    "os.kill(os.getppid(), int(sys.argv[2]))\n"
-    "while True: signal.pause()"
-)
-
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
 SIGNAL_IDS = [signum.name for signum in SIGNALS]
@@ -82,7 +72,9 @@ def announced_folder(out: str) -> Path:
         (None, None, 0, click.BadParameter),
     ],
 )
-def test_bad_arguments_are_usage_errors(broker, role, workers, error):
+def test_bad_arguments_are_usage_errors(
+    broker: str | None, role: str | None, workers: int, error: type[click.ClickException]
+):
     with pytest.raises(error):
         run_demo(broker, role, "127.0.0.1", 9808, workers=workers)
 
@@ -136,7 +128,13 @@ def test_browse_url(host: str, url: str):
     ],
     ids=["exit", "killed"],
 )
-def test_a_part_that_dies_stops_the_others(monkeypatch, started, capsys, code: str, said: str):
+def test_a_part_that_dies_stops_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+    started: list[subprocess.Popen],
+    capsys: pytest.CaptureFixture[str],
+    code: str,
+    said: str,
+):
     use_plan(
         monkeypatch,
         [
@@ -153,21 +151,23 @@ def test_a_part_that_dies_stops_the_others(monkeypatch, started, capsys, code: s
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=SIGNAL_IDS)
 def test_a_signal_stops_everything_and_kills_stragglers(
-    monkeypatch, started, capsys, tmp_path: Path, signum: int
+    monkeypatch: pytest.MonkeyPatch,
+    started: list[subprocess.Popen],
+    capsys: pytest.CaptureFixture[str],
+    signum: int,
 ):
-    ready = str(tmp_path / "stubborn-ready")
     monkeypatch.setattr(runner, "STOP_DEADLINE", 0.5)
     use_plan(
         monkeypatch,
         [
-            Step("stubborn", runner.EXPORTER, python(STUBBORN, ready)),
-            Step("signaller", runner.PRODUCER, python(SIGNALLER, ready, str(int(signum)))),
+            Step("idler", runner.PRODUCER, python(IDLE)),
+            Step("stubborn", runner.EXPORTER, python(STUBBORN, str(int(signum)))),
         ],
     )
     assert run_demo(None, None, "127.0.0.1", 9808) == 0
     out, err = capsys.readouterr()
     assert "stubborn did not stop in 0.5s; killing it" in err
-    assert [process.returncode for process in started] == [-signal.SIGKILL, -signal.SIGTERM]
+    assert [process.returncode for process in started] == [-signal.SIGTERM, -signal.SIGKILL]
     assert "Ctrl-C stops everything." in out
     assert not announced_folder(out).exists()
 
