@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
+from clearly_exporter.api.queries import Queries
+from clearly_exporter.api.routes import Api
+from clearly_exporter.api.stream import StreamHub
 from clearly_exporter.brokers import connection_config, messaging_system, redact_url
 from clearly_exporter.engine import Engine, EngineConfig
 from clearly_exporter.metrics.collector import EngineCollector
@@ -16,6 +19,7 @@ from clearly_exporter.metrics.queues import QueueProbe
 from clearly_exporter.server import HttpServer
 from clearly_exporter.source import EventSource, SourceConfig
 from clearly_exporter.traces.ids import trace_id_hex
+from clearly_exporter.traces.redact import DEFAULT_PATTERNS, Redactor
 from clearly_exporter.traces.tracing import Tracing, TracingSettings
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,8 @@ class Settings:
     event_queue_expires: float | None = 60.0
     engine: EngineConfig = field(default_factory=EngineConfig)
     tracing: TracingSettings | None = None
+    #: Redaction of values the API and its stream show (the spans' own, from ``--redact``).
+    redact: tuple[str, ...] = DEFAULT_PATTERNS
 
 
 class Daemon:
@@ -69,7 +75,12 @@ class Daemon:
             self.engine, self.source.health, self.probe, settings.queues, tracing=self.tracing
         )
         self.registry.register(self.collector)
-        self.server = HttpServer(settings.host, settings.port, self.registry, self._problem)
+        redactor = Redactor(settings.redact)
+        self.hub = StreamHub(self.engine, redactor)
+        api = Api(Queries(self.engine, redactor), self.hub)
+        self.server = HttpServer(
+            settings.host, settings.port, self.registry, self._problem, api=api
+        )
 
     def _problem(self) -> str | None:
         health = self.source.health

@@ -1,7 +1,7 @@
-"""The HTTP server: ``/metrics``, ``/healthz`` and ``/``, on a thread of its own.
+"""The HTTP server: ``/metrics``, ``/healthz``, ``/`` and the ``/api``, on a thread of its own.
 
-aiohttp on a private event loop, so a slow client never holds the consumer thread,
-and later endpoints (the JSON API and its live stream) share one server.
+aiohttp on a private event loop, so a slow client never holds the consumer thread;
+the JSON API and its live stream share the one server.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from clearly_exporter import __version__
+from clearly_exporter.api.routes import Api
 
 INDEX = """<!doctype html>
 <html><head><title>clearly-exporter</title></head><body>
@@ -23,6 +24,11 @@ INDEX = """<!doctype html>
 <ul>
 <li><a href="metrics">/metrics</a> &mdash; Prometheus metrics (OpenMetrics when asked)</li>
 <li><a href="healthz">/healthz</a> &mdash; 200 while the event consumer is connected</li>
+<li><a href="api/tasks?limit=100">/api/tasks</a> &mdash; stored tasks, newest first</li>
+<li><a href="api/workers">/api/workers</a> &mdash; workers</li>
+<li><a href="api/stats">/api/stats</a> &mdash; tasks and events processed, events/s, lag</li>
+<li><a href="api/seen-tasks">/api/seen-tasks</a> &mdash; task names seen</li>
+<li><a href="api/stream">/api/stream</a> &mdash; live transitions (server-sent events)</li>
 </ul>
 </body></html>
 """
@@ -37,6 +43,7 @@ class HttpServer:
         port: int,
         registry: CollectorRegistry,
         health: Callable[[], str | None],
+        api: Api | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -46,8 +53,11 @@ class HttpServer:
         self.app.router.add_get("/", self._index)
         self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_get("/healthz", self._healthz)
+        if api is not None:
+            api.register(self.app)
         self._loop = asyncio.new_event_loop()
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # Streams are ended on shutdown; whatever still hangs on is not waited for.
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="clearly-exporter-http", daemon=True
         )

@@ -124,7 +124,7 @@ class Engine:
 
     def unsubscribe(self, listener: Listener) -> None:
         """Stop calling ``listener``: a sink with nobody to serve costs nothing per event."""
-        self._listeners = [other for other in self._listeners if other is not listener]
+        self._listeners = [other for other in self._listeners if other != listener]
 
     def on_tick(self, ticker: Ticker) -> None:
         """Call ``ticker`` with the time whenever the time-driven rules run."""
@@ -292,8 +292,8 @@ class Engine:
         return list(self._tasks.values())
 
     def children(self, uuid: str) -> list[str]:
-        """Stored tasks sent by task ``uuid``; a scan, for one-task queries only."""
-        return [rec.uuid for rec in self._tasks.values() if rec.parent_id == uuid]
+        """Stored tasks sent by task ``uuid`` (not its own retries); a scan, for one task."""
+        return [r.uuid for r in self._tasks.values() if r.parent_id == uuid and r.uuid != uuid]
 
     def seen_task_names(self) -> set[str]:
         """Task names ever counted, plus those of stored tasks past ``max_task_names``."""

@@ -129,6 +129,8 @@ def test_healthcheck_passes_while_the_broker_is_connected(image: Image, tmp_path
     proc, port = start(image, require_redis(), tmp_path)
     try:
         wait_for(lambda: healthcheck(image, port) == 0, 30, "a passing health check")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the exporter said:\n{proc.output()[-3000:]}") from None
     finally:
         proc.stop()
     assert healthcheck(image, port) != 0, "nothing listens any more"

@@ -12,6 +12,7 @@ import pytest
 from celery import Celery, chain, chord, group
 from celery.exceptions import TaskRevokedError
 
+from clearly_exporter.brokers import FILESYSTEM
 from clearly_exporter.demo.app import BIG_RESULT_CHARS, make_app
 from clearly_exporter.demo.runner import worker_command
 from tests.support import Proc, child_env, wait_for
@@ -48,7 +49,7 @@ def worker(
 def test_make_app_puts_everything_under_a_filesystem_broker_folder(tmp_path: Path):
     app = make_app(f"filesystem://{tmp_path}", None)
     conf = app.conf
-    assert conf.broker_url == "filesystem://"
+    assert conf.broker_url == FILESYSTEM
     assert conf.broker_transport == "clearly_exporter.demo.transport:Transport"
     assert conf.broker_transport_options["data_folder_in"] == str(tmp_path / "data")
     assert conf.result_backend == f"file://{tmp_path / 'results'}"

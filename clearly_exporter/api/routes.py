@@ -1,0 +1,147 @@
+"""The ``/api`` endpoints: JSON answers and the server-sent event stream.
+
+Queries run on a worker thread (they may scan every stored task), so the loop keeps
+serving streams and scrapes meanwhile. Errors are JSON ``{"error": "..."}`` in one
+line, with 400 for a bad parameter and 404 for an unknown task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from clearly_exporter import __version__
+from clearly_exporter.api.filters import QueryError, count, flag, matcher
+from clearly_exporter.api.queries import Queries
+from clearly_exporter.api.stream import FLUSH, HubFull, StreamFilter, StreamHub, sse
+
+#: Seconds without events after which a stream sends a keep-alive comment.
+KEEPALIVE = 15.0
+#: Seconds between two samples of the event counters (events/s, lag).
+SAMPLE_EVERY = 1.0
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def error(status: int, message: str) -> web.Response:
+    return json_response({"error": message}, status)
+
+
+class Api:
+    """Registers the endpoints on an aiohttp application and runs their background jobs."""
+
+    def __init__(self, queries: Queries, hub: StreamHub) -> None:
+        self.queries = queries
+        self.hub = hub
+
+    def register(self, app: web.Application) -> None:
+        app.router.add_get("/api/tasks", self._tasks)
+        app.router.add_get("/api/tasks/{uuid}", self._task)
+        app.router.add_get("/api/workers", self._workers)
+        app.router.add_get("/api/stats", self._stats)
+        app.router.add_get("/api/seen-tasks", self._seen_tasks)
+        app.router.add_post("/api/reset", self._reset)
+        app.router.add_get("/api/stream", self._stream)
+        app.cleanup_ctx.append(self._background)
+        app.on_shutdown.append(self._shutdown)
+
+    async def _background(self, app: web.Application) -> AsyncIterator[None]:
+        jobs = [asyncio.create_task(self.hub.run()), asyncio.create_task(self._sample())]
+        yield
+        for job in jobs:
+            job.cancel()
+        for job in jobs:
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+
+    async def _shutdown(self, app: web.Application) -> None:
+        await self.hub.close("the exporter is stopping")
+
+    async def _sample(self) -> None:
+        while True:
+            await self._off_loop(self.queries.sample)
+            await asyncio.sleep(SAMPLE_EVERY)
+
+    @staticmethod
+    async def _off_loop(func: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(func, *args))
+
+    async def _tasks(self, request: web.Request) -> web.Response:
+        query = request.query
+        try:
+            match = matcher(query.get("pattern"), flag(query, "negate", False))
+            state = (query.get("state") or "").strip().upper() or None
+            limit = count(query, "limit")
+            reverse = flag(query, "reverse", True)
+        except QueryError as exc:
+            return error(400, str(exc))
+        tasks = await self._off_loop(self.queries.tasks, match, state, limit, reverse)
+        return json_response({"tasks": tasks})
+
+    async def _task(self, request: web.Request) -> web.Response:
+        uuid = request.match_info["uuid"]
+        task = await self._off_loop(self.queries.task, uuid)
+        if task is None:
+            return error(404, f"unknown task {uuid!r} (never seen, or no longer stored)")
+        return json_response(task)
+
+    async def _workers(self, request: web.Request) -> web.Response:
+        query = request.query
+        try:
+            match = matcher(query.get("pattern"), flag(query, "negate", False))
+            stats = flag(query, "stats", False)
+        except QueryError as exc:
+            return error(400, str(exc))
+        workers = await self._off_loop(self.queries.workers, match, stats)
+        return json_response({"workers": workers})
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        stats = await self._off_loop(self.queries.stats)
+        stats.update(stream_clients=len(self.hub.clients), stream_cutoffs=self.hub.cutoffs)
+        return json_response(stats)
+
+    async def _seen_tasks(self, request: web.Request) -> web.Response:
+        return json_response({"tasks": await self._off_loop(self.queries.seen_tasks)})
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        return json_response(await self._off_loop(self.queries.reset))
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        try:
+            filters = StreamFilter(
+                tasks=matcher(query.get("tasks"), flag(query, "negate_tasks", False)),
+                workers=matcher(query.get("workers"), flag(query, "negate_workers", False)),
+            )
+            client = self.hub.connect(filters, request.transport)
+        except QueryError as exc:
+            return error(400, str(exc))
+        except HubFull as exc:
+            return error(503, str(exc))
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        try:
+            await response.prepare(request)
+            await response.write(sse("hello", {"version": __version__, "flush_seconds": FLUSH}))
+            while client.reason is None or client.pending:
+                await response.write(await client.next(KEEPALIVE))
+            await response.write_eof()
+        except ConnectionError:
+            pass
+        finally:
+            client.finished = True
+            self.hub.disconnect(client)
+        return response

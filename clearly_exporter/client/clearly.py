@@ -1,0 +1,137 @@
+"""``ClearlyClient``: clearly's REPL API, with its names and arguments, over HTTP.
+
+Each method prints, as clearly's did. A problem (exporter unreachable, bad pattern,
+unknown task) is printed as one line; with ``debug=True`` it is raised instead, as a
+``ClientError`` (the terminal client relies on that).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.text import Text
+
+from clearly_exporter.client.capture import CapturePrinter
+from clearly_exporter.client.http import DEFAULT_URL, ClientError, ExporterApi
+from clearly_exporter.client.render import (
+    Display,
+    stats_lines,
+    task_block,
+    task_detail,
+    worker_line,
+    worker_stats,
+)
+
+
+class ClearlyClient:
+    """clearly's client, for a clearly-exporter at ``url``."""
+
+    def __init__(
+        self, url: str = DEFAULT_URL, console: Console | None = None, debug: bool = False
+    ) -> None:
+        self.api = ExporterApi(url)
+        self.console = console or Console(highlight=False)
+        self.debug = debug
+
+    def capture_tasks(
+        self,
+        pattern: str | None = None,
+        negate: bool = False,
+        params: bool | None = None,
+        success: bool = False,
+        error: bool = True,
+    ) -> None:
+        """Show tasks live (no workers) until Ctrl-C."""
+        self.capture(pattern, negate, ".", True, params, success, error, stats=False)
+
+    def capture_workers(
+        self, pattern: str | None = None, negate: bool = False, stats: bool = False
+    ) -> None:
+        """Show workers live (no tasks) until Ctrl-C."""
+        self.capture(".", True, pattern, negate, False, False, False, stats)
+
+    def capture(
+        self,
+        pattern: str | None = None,
+        negate: bool = False,
+        workers: str | None = None,
+        negate_workers: bool = False,
+        params: bool | None = None,
+        success: bool = False,
+        error: bool = True,
+        stats: bool = False,
+    ) -> None:
+        """Show every transition and worker change live, in order, until Ctrl-C.
+
+        ``pattern`` filters tasks by name, routing key or uuid, ``workers`` workers
+        by hostname (regular expressions, case-insensitive); ``negate*`` keeps what
+        does not match. ``params``, ``success``, ``error`` and ``stats`` choose what
+        is shown, as in clearly.
+        """
+        printer = CapturePrinter(self.console, Display(params, success, error), stats)
+        with self._errors(), contextlib.suppress(KeyboardInterrupt):
+            for event, data in self.api.stream(pattern, negate, workers, negate_workers):
+                if event == "end":
+                    raise ClientError(f"the exporter ended the stream: {data['reason']}")
+                printer(event, data)
+
+    def tasks(
+        self,
+        pattern: str | None = None,
+        negate: bool = False,
+        state: str | None = None,
+        limit: int | None = None,
+        reverse: bool = True,
+        params: bool | None = None,
+        success: bool = False,
+        error: bool = True,
+    ) -> None:
+        """Show stored tasks (most recently updated first unless ``reverse=False``)."""
+        with self._errors():
+            display = Display(params, success, error)
+            for view in self.api.tasks(pattern, negate, state, limit, reverse):
+                self.console.print(task_block(view, display, self.console.width))
+
+    def task(self, task_uuid: str) -> None:
+        """Show everything known of one task."""
+        with self._errors():
+            self.console.print(task_detail(self.api.task(task_uuid), self.console.width))
+
+    def workers(self, pattern: str | None = None, negate: bool = False, stats: bool = True) -> None:
+        """Show known workers; ``stats`` adds everything their heartbeats say."""
+        with self._errors():
+            for view in self.api.workers(pattern, negate, stats):
+                self.console.print(worker_line(view))
+                if stats:
+                    self.console.print(worker_stats(view))
+
+    def stats(self) -> None:
+        """Tasks and events processed, tasks and workers stored, events/s and lag."""
+        with self._errors():
+            for line in stats_lines(self.api.stats()):
+                self.console.print(line)
+
+    def seen_tasks(self) -> None:
+        """Task names seen."""
+        with self._errors():
+            for name in self.api.seen_tasks():
+                self.console.print(name)
+
+    def reset(self) -> None:
+        """Forget finished tasks; in-flight ones stay, and metrics are untouched."""
+        with self._errors():
+            done = self.api.reset()
+            self.console.print(
+                f"forgot {done['forgotten']} finished tasks; {done['kept']} in flight kept"
+            )
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except ClientError as exc:
+            if self.debug:
+                raise
+            self.console.print(Text("error: ", "bold red") + Text(str(exc)))

@@ -1,0 +1,157 @@
+"""The exporter's ``/api`` from the client's side: requests, answers, errors a user can act on.
+
+Standard library only (``urllib``), so the client adds nothing to install. Every
+failure becomes a ``ClientError`` whose message is one line saying what to do.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+from clearly_exporter.client.sse import events
+
+DEFAULT_URL = "http://localhost:9808"
+#: Seconds without a byte after which a stream is given up (the server sends a
+#: keep-alive every 15 s).
+STREAM_TIMEOUT = 60.0
+
+
+class ClientError(Exception):
+    """Something the user can fix, said in one line."""
+
+
+class ExporterApi:
+    """The API of the exporter at ``url`` (``http://host:port``, optionally with a path)."""
+
+    def __init__(self, url: str = DEFAULT_URL, timeout: float = 30.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ClientError(f"--url {url!r} is not an http(s) URL; e.g. {DEFAULT_URL}")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def tasks(
+        self,
+        pattern: str | None = None,
+        negate: bool = False,
+        state: str | None = None,
+        limit: int | None = None,
+        reverse: bool = True,
+    ) -> list[dict[str, Any]]:
+        query = {"pattern": pattern, "negate": negate, "state": state, "limit": limit}
+        return self._get("/api/tasks", reverse=reverse, **query)["tasks"]
+
+    def task(self, uuid: str) -> dict[str, Any]:
+        return self._get("/api/tasks/" + urllib.parse.quote(uuid, safe=""))
+
+    def workers(
+        self, pattern: str | None = None, negate: bool = False, stats: bool = False
+    ) -> list[dict[str, Any]]:
+        return self._get("/api/workers", pattern=pattern, negate=negate, stats=stats)["workers"]
+
+    def stats(self) -> dict[str, Any]:
+        return self._get("/api/stats")
+
+    def seen_tasks(self) -> list[str]:
+        return self._get("/api/seen-tasks")["tasks"]
+
+    def reset(self) -> dict[str, int]:
+        return self._request("/api/reset", {}, method="POST")
+
+    def stream(
+        self,
+        tasks: str | None = None,
+        negate_tasks: bool = False,
+        workers: str | None = None,
+        negate_workers: bool = False,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Live ``(event, data)`` pairs: ``task``, ``worker``, then ``end`` if cut off."""
+        query = {
+            "tasks": tasks,
+            "negate_tasks": negate_tasks,
+            "workers": workers,
+            "negate_workers": negate_workers,
+        }
+        response = self._open("/api/stream", query, timeout=STREAM_TIMEOUT)
+        with response:
+            if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                raise self._not_exporter("/api/stream", response.status)
+            try:
+                for name, data in events(response):
+                    yield name, json.loads(data)
+            except TimeoutError:
+                raise ClientError(
+                    f"the exporter at {self.url} went silent for {STREAM_TIMEOUT:.0f}s"
+                ) from None
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                raise ClientError(f"lost the stream from {self.url}: {exc!r}") from None
+        raise ClientError(f"the exporter at {self.url} closed the stream")
+
+    def _get(self, path: str, **query: Any) -> Any:
+        return self._request(path, query)
+
+    def _request(self, path: str, query: dict[str, Any], method: str = "GET") -> Any:
+        response = self._open(path, query, method=method)
+        with response:
+            body = response.read()
+            status = response.status
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise self._not_exporter(path, status) from None
+
+    def _open(
+        self, path: str, query: dict[str, Any], method: str = "GET", timeout: float | None = None
+    ):
+        params = {
+            key: ("true" if value else "false") if isinstance(value, bool) else str(value)
+            for key, value in query.items()
+            if value is not None
+        }
+        url = self.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        request = urllib.request.Request(url, method=method, headers={"Accept": "*/*"})
+        try:
+            return urllib.request.urlopen(request, timeout=timeout or self.timeout)
+        except urllib.error.HTTPError as exc:
+            raise self._http_error(path, exc) from None
+        except urllib.error.URLError as exc:
+            raise self._unreachable(exc.reason) from None
+        except TimeoutError:
+            raise ClientError(
+                f"the exporter at {self.url} did not answer within {self.timeout:.0f}s"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise self._unreachable(exc) from None
+
+    def _http_error(self, path: str, exc: urllib.error.HTTPError) -> ClientError:
+        try:
+            message = json.loads(exc.read())["error"]
+        except (ValueError, KeyError, TypeError, OSError):
+            return self._not_exporter(path, exc.code)
+        return ClientError(str(message))
+
+    def _not_exporter(self, path: str, status: int) -> ClientError:
+        return ClientError(
+            f"no clearly-exporter API at {self.url} (HTTP {status} on {path}); check --url"
+        )
+
+    def _unreachable(self, reason: object) -> ClientError:
+        if isinstance(reason, socket.gaierror):
+            why = "unknown host"
+        elif isinstance(reason, ConnectionRefusedError):
+            why = "connection refused"
+        elif isinstance(reason, TimeoutError):
+            why = "timed out"
+        else:
+            why = str(reason)
+        return ClientError(
+            f"cannot reach the exporter at {self.url} ({why}); is it running? "
+            "set --url or CLEARLY_EXPORTER_URL"
+        )

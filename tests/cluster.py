@@ -1,0 +1,116 @@
+"""A live cluster for the API and client tests: Redis, a real worker, the exporter, tasks.
+
+One cluster per test module: starting a worker takes seconds, and the tests only read
+what a known workload left behind. The workload covers every kind of task the issue
+names: successes, failures with tracebacks, a retry, a secret kwarg, subtasks, and a
+task still running.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from clearly_exporter.brokers import connection_config
+from tests.conftest import broker_url
+from tests.support import Exporter, Worker, http_get, select, wait_for
+
+
+def producer(broker: str) -> Celery:
+    """An app that only sends, with task-sent events on (PENDING states)."""
+    url, options = connection_config(broker)
+    app = Celery("test-client-producer", set_as_current=False)
+    app.conf.update(broker_url=url, broker_transport_options=options, task_send_sent_event=True)
+    return app
+
+
+def api_get(base: str, path: str) -> tuple[int, Any]:
+    status, body, _ = http_get(base + path)
+    return status, json.loads(body) if body else None
+
+
+@dataclass
+class Cluster:
+    broker: str
+    tmp: Path
+    queue: str
+    exporter: Exporter
+    worker: Worker
+    app: Celery
+    #: Task ids of the workload, by role.
+    ids: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.exporter.url
+
+    def send(self, name: str, *args: Any, **kwargs: Any) -> str:
+        task_id = str(uuid.uuid4())
+        self.app.send_task(name, args, kwargs, queue=self.queue, task_id=task_id)
+        return task_id
+
+    def state(self, task_id: str, exporter: Exporter | None = None) -> str | None:
+        status, task = api_get((exporter or self.exporter).url, f"/api/tasks/{task_id}")
+        return task["state"] if status == 200 else None
+
+    def wait_state(self, task_id: str, state: str, exporter: Exporter | None = None) -> None:
+        wait_for(
+            lambda: self.state(task_id, exporter) == state, 60, f"task {task_id} in {state}"
+        )
+
+
+def run_workload(cluster: Cluster) -> None:
+    """Known tasks, the first three one after another so their order is known."""
+    ids = cluster.ids
+    for i in range(1, 4):
+        ids[f"add{i}"] = cluster.send("demo.add", 100, i)
+        cluster.wait_state(ids[f"add{i}"], "SUCCESS")
+    ids["fail1"] = cluster.send("demo.fail", "boom 1")
+    ids["fail2"] = cluster.send("demo.fail", "boom 2")
+    ids["flaky"] = cluster.send("demo.flaky", "k", failures=1)
+    ids["login"] = cluster.send("demo.login", "ann", password="hunter2")
+    ids["spawn"] = cluster.send("demo.spawn", 2)
+    ids["slow"] = cluster.send("demo.slow", 120)
+    for role in ("fail1", "fail2"):
+        cluster.wait_state(ids[role], "FAILURE")
+    for role in ("flaky", "login", "spawn"):
+        cluster.wait_state(ids[role], "SUCCESS")
+    cluster.wait_state(ids["slow"], "STARTED")
+
+    def children() -> list[str]:
+        _, task = api_get(cluster.url, f"/api/tasks/{ids['spawn']}")
+        return task["children"] if len(task["children"]) == 2 else []
+
+    for i, child in enumerate(sorted(wait_for(children, 60, "the spawned subtasks"))):
+        ids[f"child{i}"] = child
+        cluster.wait_state(child, "SUCCESS")
+
+
+@contextmanager
+def running_cluster(tmp: Path) -> Iterator[Cluster]:
+    """Redis (skipped when unreachable, unless CI), a worker, the exporter, the workload."""
+    broker = broker_url("redis", tmp)
+    queue = f"q-{uuid.uuid4().hex[:10]}"
+    exporter = Exporter(broker, tmp, ["--queue", queue])
+    worker = Worker(broker, queue, tmp)
+    cluster = Cluster(broker, tmp, queue, exporter, worker, producer(broker))
+    try:
+        exporter.start()
+        worker.start()
+        wait_for(
+            lambda: select(exporter.scrape(), "celery_worker_up", worker=worker.name) == {(): 1.0},
+            60,
+            "worker up",
+        )
+        run_workload(cluster)
+        yield cluster
+    finally:
+        worker.stop()
+        exporter.stop()
