@@ -16,11 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery
 
 from clearly_exporter.brokers import connection_config
 from tests.conftest import broker_url
 from tests.support import Exporter, Worker, http_get, select, wait_for
+
+
+def private_redis(tmp: Path, db: int) -> str:
+    """A flushed Redis database of one test's own (Redis events do not cross databases)."""
+    url = broker_url("redis", tmp).rsplit("/", 1)[0] + f"/{db}"
+    redis.Redis.from_url(url).flushdb()
+    return url
 
 
 def producer(broker: str) -> Celery:
@@ -112,5 +120,6 @@ def running_cluster(tmp: Path) -> Iterator[Cluster]:
         run_workload(cluster)
         yield cluster
     finally:
-        worker.stop()
+        if worker.proc is not None:
+            worker.kill()  # demo.slow is still running: no warm shutdown to wait for
         exporter.stop()

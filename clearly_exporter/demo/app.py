@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from celery import Celery, Task, chord, current_task, group
 
-from clearly_exporter.brokers import connection_config
+from clearly_exporter.brokers import FILESYSTEM, connection_config
 
 DEFAULT_BROKER = "filesystem:///tmp/clearly-demo"
 #: The filesystem transport with atomic writes; see ``clearly_exporter.demo.transport``.
@@ -45,7 +45,7 @@ def make_app(broker: str, backend: str | None) -> Celery:
     celery_app = Celery("clearly_demo")
     celery_app.conf.update(
         broker_url=url,
-        broker_transport=FILESYSTEM_TRANSPORT if url == "filesystem://" else None,
+        broker_transport=FILESYSTEM_TRANSPORT if url == FILESYSTEM else None,
         broker_transport_options=options,
         broker_connection_retry_on_startup=True,
         result_backend=backend,
