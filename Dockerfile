@@ -27,6 +27,7 @@ ENV PATH=/opt/clearly-exporter/bin:$PATH \
 USER 10001
 EXPOSE 9808
 # Slim images have no curl: Python asks /healthz, and a 503 (broker lost) raises.
+# Set the port with CLEARLY_EXPORTER_PORT (not --port) for the check to follow it.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('CLEARLY_EXPORTER_PORT', '9808'), timeout=4)"]
 ENTRYPOINT ["clearly-exporter"]

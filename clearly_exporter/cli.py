@@ -354,9 +354,7 @@ def client_call(url: str, debug: bool, as_json: bool, show, data=None) -> None:
     from clearly_exporter.client import ClearlyClient, ClientError
 
     try:
-        client = ClearlyClient(
-            url, Console(highlight=False, soft_wrap=not sys.stdout.isatty()), debug=True
-        )
+        client = ClearlyClient(url, Console(highlight=False, soft_wrap=True), debug=True)
         if as_json and data is not None:
             click.echo(json.dumps(data(client.api), indent=2))
         else:
@@ -401,7 +399,7 @@ def capture(
     """Show task transitions and worker changes live, in order, until Ctrl-C.
 
     Patterns are regular expressions, case-insensitive. With --json, one JSON object
-    per line.
+    per line, its "type" "task" or "worker".
     """
     if tasks_pattern is None and workers_pattern is not None:
         tasks_pattern, negate_tasks = ".", True
@@ -428,7 +426,7 @@ def capture(
             for event, data in events:
                 if event == "end":
                     raise ClientError(f"the exporter ended the stream: {data['reason']}")
-                click.echo(json.dumps({"event": event, **data}))
+                click.echo(json.dumps({"type": event, **data}))
 
     client_call(url, debug, False, stream if as_json else show)
 

@@ -125,6 +125,10 @@ class EventSource(threading.Thread):
             )
             channel = conn.channel()
             with Consumer(channel, queues=[queue], on_message=self._on_message, no_ack=True):
+                # Some transports (Redis pub/sub) subscribe on the first drain: do one
+                # before saying healthy and before asking workers for a heartbeat.
+                with contextlib.suppress(TimeoutError):
+                    conn.drain_events(timeout=0.05)
                 self.health.up()
                 log.info("consuming events from %s", redact_url(self.config.url))
                 self._wake_workers(conn)

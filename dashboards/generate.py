@@ -268,11 +268,7 @@ def query_variable(name: str, label: str, query: str) -> JSON:
         "type": "query",
         "datasource": PROMETHEUS,
         "definition": query,
-        "query": {
-            "qryType": 1,
-            "query": query,
-            "refId": "PrometheusVariableQueryEditor-VariableQuery",
-        },
+        "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
         "current": ALL,
         "hide": 0,
         "includeAll": True,
@@ -537,6 +533,11 @@ def tasks() -> JSON:
             "Trace of task ${task_id}",
             "Paste a task uuid into 'Task id' and click the trace id to open its workflow.",
             traceql('{ span.celery.task.id = "${task_id}" }', "traces", 5),
+        ),
+        tempo_table(
+            "Retried attempts",
+            "Attempts of the selected tasks after a retry (retries > 0), newest first.",
+            traceql(f"{{ {span_filter} && span.celery.task.retries > 0 }}", "spans", 50),
         ),
         timeseries(
             "Queue wait p95 by task",

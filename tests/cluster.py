@@ -18,6 +18,8 @@ from typing import Any
 
 import redis
 from celery import Celery
+from celery.events.event import get_exchange
+from kombu import Connection, Producer
 
 from clearly_exporter.brokers import connection_config
 from tests.conftest import broker_url
@@ -37,6 +39,15 @@ def producer(broker: str) -> Celery:
     app = Celery("test-client-producer", set_as_current=False)
     app.conf.update(broker_url=url, broker_transport_options=options, task_send_sent_event=True)
     return app
+
+
+def publish(broker: str, bodies: list[object]) -> None:
+    """Publish raw event bodies (one event, or a batch as a list) on the event exchange."""
+    url, options = connection_config(broker)
+    with Connection(url, transport_options=options) as conn:
+        producer = Producer(conn.channel(), exchange=get_exchange(conn))
+        for body in bodies:
+            producer.publish(body, routing_key="task.multi", serializer="json")
 
 
 def api_get(base: str, path: str) -> tuple[int, Any]:
@@ -69,9 +80,7 @@ class Cluster:
         return task["state"] if status == 200 else None
 
     def wait_state(self, task_id: str, state: str, exporter: Exporter | None = None) -> None:
-        wait_for(
-            lambda: self.state(task_id, exporter) == state, 60, f"task {task_id} in {state}"
-        )
+        wait_for(lambda: self.state(task_id, exporter) == state, 60, f"task {task_id} in {state}")
 
 
 def run_workload(cluster: Cluster) -> None:

@@ -133,6 +133,7 @@ class Api:
         except HubFull as exc:
             return error(503, str(exc))
         response = web.StreamResponse(headers=SSE_HEADERS)
+        response.force_close()  # a stream that ends (cut off, shutdown) closes its connection
         try:
             await response.prepare(request)
             await response.write(sse("hello", {"version": __version__, "flush_seconds": FLUSH}))
@@ -142,6 +143,5 @@ class Api:
         except ConnectionError:
             pass
         finally:
-            client.finished = True
-            self.hub.disconnect(client)
+            self.hub.finished(client)
         return response

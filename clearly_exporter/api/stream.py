@@ -39,6 +39,8 @@ CUT_GRACE = 10.0
 #: Items encoded between two yields to the loop.
 BATCH = 500
 KEEPALIVE = b": keepalive\n\n"
+#: Bytes handed to a connection at once.
+WRITE = 256 << 10
 
 TASK = 0
 WORKER = 1
@@ -127,16 +129,22 @@ class StreamClient:
         self._ready.set()
 
     async def next(self, keepalive: float) -> bytes:
-        """What waits, joined; a keep-alive comment after ``keepalive`` idle seconds."""
+        """What waits, joined (up to ``WRITE`` bytes, so the socket's own buffer stays
+        small); a keep-alive comment after ``keepalive`` idle seconds."""
         if not self._chunks:
             try:
                 await asyncio.wait_for(self._ready.wait(), keepalive)
             except asyncio.TimeoutError:
                 return KEEPALIVE
-        self._ready.clear()
-        data = b"".join(self._chunks)
-        self._chunks = []
-        self.pending = 0
+        size = taken = 0
+        while taken < len(self._chunks) and (not taken or size < WRITE):
+            size += len(self._chunks[taken])
+            taken += 1
+        data = b"".join(self._chunks[:taken])
+        del self._chunks[:taken]
+        self.pending -= size
+        if not self._chunks:
+            self._ready.clear()
         return data
 
     @property
@@ -178,6 +186,8 @@ class StreamHub:
         #: Whether each worker last read up, as told to clients: to tell them of a timeout.
         self._up: dict[str, bool] = {}
         self._active = asyncio.Event()
+        #: Clients told to end whose responses are not over yet.
+        self._ending: set[StreamClient] = set()
 
     # Consumer thread, under the engine lock.
 
@@ -268,10 +278,22 @@ class StreamHub:
             self._up.clear()
 
     def cut(self, client: StreamClient, reason: str) -> None:
-        """End a client's stream with ``reason``; its connection goes after a grace."""
+        """End a slow client's stream with ``reason``; its connection goes after a grace."""
+        self.cutoffs += 1
+        log.warning("stream client cut off: %s", reason)
+        self._end(client, reason)
+        asyncio.get_running_loop().call_later(CUT_GRACE, client.abort)
+
+    def _end(self, client: StreamClient, reason: str) -> None:
         self.disconnect(client)
         client.end(reason)
-        asyncio.get_running_loop().call_later(CUT_GRACE, client.abort)
+        self._ending.add(client)
+
+    def finished(self, client: StreamClient) -> None:
+        """The client's response is over (its last event sent, or its connection lost)."""
+        client.finished = True
+        self.disconnect(client)
+        self._ending.discard(client)
 
     async def run(self) -> None:
         """Drain the deque every ``FLUSH`` seconds while anyone listens; forever."""
@@ -288,7 +310,7 @@ class StreamHub:
     async def flush(self) -> None:
         for client in self.clients:
             if client.gone:
-                self.disconnect(client)
+                self._end(client, "connection closed")  # wakes its response, which then ends
         if self._overflowed:
             for client in self.clients:
                 self.cut(client, "the stream fell behind the event rate; reconnect")
@@ -314,7 +336,7 @@ class StreamHub:
             if client.pending > self.max_pending:
                 self.cut(
                     client,
-                    f"client too slow: over {self.max_pending >> 20} MiB of events waiting; "
+                    f"client too slow: over {self.max_pending >> 10} KiB of events waiting; "
                     "filter to see fewer, or reconnect",
                 )
 
@@ -342,12 +364,10 @@ class StreamHub:
 
     async def close(self, reason: str, grace: float = 0.3) -> None:
         """End every stream (at shutdown), dropping those that do not take it in time."""
-        ending = self.clients
-        for client in ending:
-            self.disconnect(client)
-            client.end(reason)
+        for client in self.clients:
+            self._end(client, reason)
         deadline = time.monotonic() + grace
-        while any(not c.finished for c in ending) and time.monotonic() < deadline:
+        while self._ending and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        for client in ending:
+        for client in list(self._ending):
             client.abort()

@@ -1,8 +1,9 @@
 """The live view: stream events printed as they come, clearly's ``capture``.
 
 A task's arguments show in the first state seen and in its outcome (with
-``params=True``); a worker shows when its state changes, or on every heartbeat with
-``stats``.
+``params=True``); a late event's state (a task-sent seen after the task started) is
+not shown, so a task never seems to go back; a worker shows when its state changes,
+or on every heartbeat with ``stats``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from typing import Any
 
 from rich.console import Console
 
-from clearly_exporter.client.render import Display, task_block, worker_line, worker_stats
+from clearly_exporter.client.render import (
+    STANDARD,
+    Display,
+    task_block,
+    worker_line,
+    worker_stats,
+)
 
 #: Task uuids remembered as already shown, so their first state is known.
 MAX_SEEN = 10_000
@@ -35,6 +42,8 @@ class CapturePrinter:
             self.worker(data)
 
     def task(self, view: dict[str, Any]) -> None:
+        if not view.get("current", True) and view["state"] in STANDARD:
+            return  # a late event: the task already went past this state
         uuid = view["uuid"]
         first = uuid not in self._seen
         self._seen[uuid] = None

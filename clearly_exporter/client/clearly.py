@@ -32,7 +32,7 @@ class ClearlyClient:
         self, url: str = DEFAULT_URL, console: Console | None = None, debug: bool = False
     ) -> None:
         self.api = ExporterApi(url)
-        self.console = console or Console(highlight=False)
+        self.console = console or Console(highlight=False, soft_wrap=True)
         self.debug = debug
 
     def capture_tasks(

@@ -72,7 +72,10 @@ class ExporterApi:
         workers: str | None = None,
         negate_workers: bool = False,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Live ``(event, data)`` pairs: ``task``, ``worker``, then ``end`` if cut off."""
+        """Live ``(event, data)`` pairs: ``task``, ``worker``, then ``end`` if cut off.
+
+        The exporter's ``hello`` is checked and not passed on.
+        """
         query = {
             "tasks": tasks,
             "negate_tasks": negate_tasks,
@@ -84,7 +87,10 @@ class ExporterApi:
             if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
                 raise self._not_exporter("/api/stream", response.status)
             try:
-                for name, data in events(response):
+                received = events(response)
+                if next(received, ("", ""))[0] != "hello":
+                    raise self._not_exporter("/api/stream", response.status)
+                for name, data in received:
                     yield name, json.loads(data)
             except TimeoutError:
                 raise ClientError(

@@ -32,6 +32,8 @@ STATE_STYLES = {
     "HEARTBEAT": "green",
 }
 OUTCOMES = frozenset({"SUCCESS", "FAILURE", "RETRY", "REVOKED", "REJECTED", "CANCELLED"})
+#: States along a task's graph; custom ones (PROGRESS, ...) are marks beside it.
+STANDARD = OUTCOMES | {"PENDING", "RECEIVED", "STARTED"}
 ERRORS = frozenset({"FAILURE", "RETRY"})
 #: Width of the state column: the longest standard state name, plus one.
 STATE_WIDTH = 10
@@ -181,10 +183,10 @@ def _attempt(att: dict[str, Any], width: int) -> Iterator[RenderableType]:
     yield head
     for reached in att["states"]:
         line = Text.assemble(
-            "    ", (clock(reached["timestamp"]), "dim"), " ", state_text(reached["state"])
+            "    ", (clock(reached["timestamp"]), "dim"), " ", state_text(reached["state"], 0)
         )
         if reached["inferred"]:
-            line.append("(inferred)", "dim italic")
+            line.append(" (inferred)", "dim italic")
         yield line
     if att.get("exception"):
         yield labelled("error", att["exception"], width)

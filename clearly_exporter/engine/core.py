@@ -102,6 +102,8 @@ class Engine:
         self._unlabelled: OrderedDict[str, float] = OrderedDict()
         #: Task names seen in task-sent events: their queue label is worth waiting for.
         self._sends: set[str] = set()
+        #: Task names whose labels have been fixed at least once.
+        self._labelled: set[str] = set()
         self._listeners: list[Listener] = []
         self._tickers: list[Ticker] = []
         self._evicted: list[Evicted] = []
@@ -233,12 +235,24 @@ class Engine:
         self.metrics.place(uuid, rec.key, rec.state, now)
 
     def _labels_known(self, rec: TaskRecord) -> bool:
-        """Name known, and queue known unless this task type is never seen sent."""
-        return rec.name is not None and (rec.queue is not None or rec.name not in self._sends)
+        """Name known, and queue known unless its task-sent is not to be expected.
+
+        A task-sent is expected for task types seen sending one, and for the first task
+        of a new type in a cluster where task-sent events are seen at all.
+        """
+        if rec.name is None:
+            return False
+        if rec.queue is not None:
+            return True
+        if rec.name in self._sends:
+            return False
+        return not self._sends or rec.name in self._labelled
 
     def _fix_labels(self, rec: TaskRecord, now: float) -> None:
         """Fix the task's labels and release the transitions that waited for them."""
         rec.key = self.metrics.label(rec.name, rec.queue)
+        if rec.name is not None and len(self._labelled) < MAX_SENDING:
+            self._labelled.add(rec.name)
         pending, rec.pending = rec.pending, None
         self._unlabelled.pop(rec.uuid, None)
         for tr in pending or ():

@@ -15,9 +15,8 @@ def parse(raw: bytes) -> list[tuple[str, Any]]:
     """Every complete ``(event, data)`` in ``raw`` (an HTTP body, chunk framing and all)."""
     out = []
     for block in raw.split(b"\n\n")[:-1]:
-        fields = dict(
-            line.split(b": ", 1) for line in block.split(b"\n") if line.startswith((b"event", b"data"))
-        )
+        lines = block.split(b"\n")
+        fields = dict(line.split(b": ", 1) for line in lines if line[:5] in (b"event", b"data:"))
         if b"event" in fields and b"data" in fields:
             out.append((fields[b"event"].decode(), json.loads(fields[b"data"])))
     return out
@@ -32,9 +31,7 @@ class StreamSocket:
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.connect((url.hostname, url.port))
-        self.sock.sendall(
-            f"GET /api/stream{query} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode()
-        )
+        self.sock.sendall(f"GET /api/stream{query} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode())
         self.raw = b""
 
     def read_until(self, marker: bytes, timeout: float = 10) -> None:
@@ -51,7 +48,7 @@ class StreamSocket:
             self.raw += chunk
         return self.raw
 
-    def close(self) -> None:
+    def stop(self) -> None:
         self.sock.close()
 
 

@@ -146,4 +146,3 @@ def test_stats_and_seen_tasks(cluster: Cluster):
     assert seen == {
         "tasks": ["demo.add", "demo.fail", "demo.flaky", "demo.login", "demo.slow", "demo.spawn"]
     }
-

@@ -37,13 +37,6 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 
 #: Series Prometheus makes itself for every target, not served by the exporter.
 PROMETHEUS_SERIES = {"up", "scrape_duration_seconds"}
-#: Tracing metrics, served only when spans are exported (--otlp-endpoint), and not yet
-#: in the README's metrics table.
-TRACING_METRICS = {
-    "clearly_exporter_spans_exported_total",
-    "clearly_exporter_spans_dropped_total",
-    "clearly_exporter_result_fetches_total",
-}
 #: The Grafana variables every query may use without the dashboard defining them.
 GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__all"}
 

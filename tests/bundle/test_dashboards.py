@@ -14,7 +14,6 @@ from tests.bundle.helpers import (
     DASHBOARDS,
     GRAFANA_BUILTINS,
     PROMETHEUS_SERIES,
-    TRACING_METRICS,
     alert_rules,
     dashboards,
     datasource_queries,
@@ -141,7 +140,7 @@ def test_rates_use_the_rate_interval() -> None:
 
 
 def test_every_metric_is_one_the_exporter_serves() -> None:
-    known = readme_metrics() | TRACING_METRICS | PROMETHEUS_SERIES
+    known = readme_metrics() | PROMETHEUS_SERIES
     for query in promql_queries():
         unknown = metric_names(query.text) - known
         assert not unknown, f"{query.where}: {unknown} are not in the README's metrics table"

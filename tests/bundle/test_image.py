@@ -20,7 +20,14 @@ from pathlib import Path
 import pytest
 
 from clearly_exporter import __version__
-from tests.bundle.helpers import ROOT, Instruction, dockerfile_stages, require_redis
+from tests.bundle.helpers import (
+    KUBERNETES,
+    ROOT,
+    Instruction,
+    dockerfile_stages,
+    load_yaml,
+    require_redis,
+)
 from tests.support import Proc, free_port, http_get, wait_for
 
 CACHE_FREE = {"PIP_NO_CACHE_DIR"}
@@ -137,9 +144,14 @@ def test_healthcheck_passes_while_the_broker_is_connected(image: Image, tmp_path
 
 
 def test_healthcheck_fails_while_the_broker_is_unreachable(image: Image, tmp_path: Path) -> None:
+    """Not ready then, but alive: Kubernetes must not restart it (and lose its state)."""
+    container = load_yaml(KUBERNETES / "deployment.yaml")["spec"]["template"]["spec"]
+    probes = container["containers"][0]
     proc, port = start(image, "redis://127.0.0.1:1/0", tmp_path)
     try:
-        assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 503
         assert healthcheck(image, port) != 0
+        url = f"http://127.0.0.1:{port}"
+        assert http_get(url + probes["readinessProbe"]["httpGet"]["path"])[0] == 503
+        assert http_get(url + probes["livenessProbe"]["httpGet"]["path"])[0] == 200
     finally:
         proc.stop()

@@ -275,8 +275,10 @@ def test_alerts_fire_on_what_is_wrong_and_only_on_that(
         }
 
     settle(wrong, DATA_DEADLINE, "not firing as expected:")
+    # A heartbeat late by more than a second (a loaded machine) reads as a short death
+    # with --worker-timeout 3s: silent means silent again at the next heartbeat.
     for name in SILENT:
-        assert prometheus.query(rules[name]["expr"]) == [], f"{name} fires on a healthy cluster"
+        wait_for(lambda n=name: not prometheus.query(rules[n]["expr"]), 10, f"{name} silent")
     loaded = prometheus.get("/api/v1/rules", type="alert")
     assert isinstance(loaded, dict)
     assert {r["name"] for g in loaded["groups"] for r in g["rules"]} == set(rules)
@@ -304,14 +306,20 @@ def test_the_traceql_of_the_bundle_matches_real_spans(cluster: Cluster) -> None:
     texts = [q.text for q in dashboard_queries() if q.language == "traceql"]
     texts += re.findall(r"`(\{[^`]*\})`", markdown)
     attributes = set().union(*(TRACEQL_ATTRIBUTE.findall(text) for text in texts))
-    names = set(re.findall(r'span\.celery\.task\.name = "([^"]+)"', markdown))
-    assert attributes and names
+    values = {
+        key: set(re.findall(rf'span\.{re.escape(key)} = "([^"]+)"', markdown))
+        for key in ("celery.task.name", "celery.task.state")
+    }
+    assert attributes and all(values.values())
 
     def missing() -> set[str]:
         spans = cluster.receiver.snapshot()
         seen = set().union(*(span.attributes for span in spans))
-        tasks = {span.attributes.get("celery.task.name") for span in spans}
-        return {f"attribute {a}" for a in attributes - seen} | {f"task {n}" for n in names - tasks}
+        out = {f"attribute {a}" for a in attributes - seen}
+        for key, wanted in values.items():
+            found = {span.attributes.get(key) for span in spans}
+            out |= {f"{key} = {value!r}" for value in wanted - found}
+        return out
 
     settle(missing, DATA_DEADLINE, "in no exported span:")
     spans = cluster.receiver.snapshot()
@@ -352,7 +360,11 @@ def test_dead_workers_and_a_lost_trace_endpoint_fire_their_alerts(
     firing = f'ALERTS{{alertname="CeleryWorkerDown", alertstate="firing", worker="{victim.name}"}}'
     wait_for(lambda: prometheus.query(firing), 60, "CeleryWorkerDown firing")
     assert time.monotonic() - killed < 60, "CeleryWorkerDown must fire within a minute"
-    assert not prometheus.query(rules["CeleryWorkersAllDown"]["expr"])
+    wait_for(
+        lambda: not prometheus.query(rules["CeleryWorkersAllDown"]["expr"]),
+        10,
+        "CeleryWorkersAllDown silent while a worker lives",
+    )
     survivor.kill()
     wait_for(
         lambda: (

@@ -25,8 +25,8 @@ LIFE = [sent("a", T0), received("a", T0 + 1), started("a", T0 + 2), succeeded("a
 
 @pytest.mark.parametrize("order", list(permutations(range(4))))
 def test_every_arrival_order_gives_the_same_counts_and_state(order):
-    # An earlier task of the same type shows it is sent with task-sent events, so a
-    # task received before its task-sent waits for the queue label the sent event has.
+    # Task-sent events seen in the cluster, so a task received before its task-sent
+    # waits for the queue label the sent event has.
     engine = feed([sent("earlier", T0 - 10)] + [LIFE[i] for i in order])
     assert counts(engine) == {"PENDING": 2, "RECEIVED": 1, "STARTED": 1, "SUCCESS": 1}
     assert {queue for (_, queue, _) in engine.metrics.tasks} == {"q1"}
@@ -251,10 +251,17 @@ def test_final_states_are_those_of_the_table():
     assert {"SUCCESS", "FAILURE", "REVOKED"} == set(FINAL)
 
 
-def test_queue_label_waits_for_task_sent_only_for_task_types_that_send_it():
-    engine = feed([received("a", T0, name="app.quiet"), sent("b", T0, name="app.loud")])
-    assert ("app.quiet", "celery", "RECEIVED") in engine.metrics.tasks
+def test_queue_label_waits_for_task_sent_only_where_one_is_expected():
+    engine = feed([received("a", T0, name="app.quiet")])
+    assert ("app.quiet", "celery", "RECEIVED") in engine.metrics.tasks, "no task-sent seen yet"
+    engine.handle(sent("b", T0, name="app.loud"), T0)
     engine.handle(received("c", T0 + 1, name="app.loud"), T0 + 1)
-    assert ("app.loud", "celery", "RECEIVED") not in engine.metrics.tasks
+    assert ("app.loud", "celery", "RECEIVED") not in engine.metrics.tasks, "app.loud sends"
+    engine.handle(received("d", T0 + 1, name="app.new"), T0 + 1)
+    assert ("app.new", "celery", "RECEIVED") not in engine.metrics.tasks, "new in a sending cluster"
+    engine.handle(sent("d", T0, name="app.new", queue="q9"), T0 + 2)
+    assert engine.metrics.tasks[("app.new", "q9", "RECEIVED")] == 1
+    engine.handle(received("e", T0 + 3, name="app.quiet"), T0 + 3)
+    assert engine.metrics.tasks[("app.quiet", "celery", "RECEIVED")] == 2, "known not to send"
     engine.tick(T0 + 7)
     assert engine.metrics.tasks[("app.loud", "celery", "RECEIVED")] == 1
