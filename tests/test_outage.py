@@ -94,9 +94,7 @@ def straddle_outage(broker: str, queue: str, tmp: Path, cleanup, outage, restore
     status, reason, _ = http_get(exporter.url + "/healthz")
     assert status == 503 and reason.startswith("broker not connected")
     restore()
-    wait_for(
-        lambda: http_get(exporter.url + "/healthz")[0] == 200, 90, "healthy after the outage"
-    )
+    wait_for(lambda: http_get(exporter.url + "/healthz")[0] == 200, 90, "healthy after the outage")
     samples = exporter.scrape()
     assert select(samples, "clearly_exporter_broker_up") == {(): 1.0}
     assert select(samples, "clearly_exporter_broker_reconnects_total")[()] >= 1

@@ -5,13 +5,18 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from celery import Celery
 from celery.events.event import get_exchange
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kombu import Connection, Producer
 
 from clearly_exporter.brokers import connection_config
+from clearly_exporter.engine import Engine
+from clearly_exporter.source import EventSource, SourceConfig
 from tests.support import Exporter, Worker, select, wait_for
 
 
@@ -97,3 +102,27 @@ def test_named_event_queue_keeps_events_while_the_exporter_is_away(
     second.stop()
     with Connection(broker) as conn:
         conn.default_channel.queue_delete(event_queue)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    body=st.binary(max_size=200)
+    | st.text(max_size=200).map(str.encode)
+    | st.just(b'[{"type": "task-received", "uuid": "x"}, 1, "a", {"type": null}]'),
+    content_type=st.sampled_from(["application/json", "application/x-python-serialize", None]),
+)
+def test_any_body_is_decoded_or_counted_never_raised(body: bytes, content_type: str | None):
+    engine = Engine()
+    source = EventSource(SourceConfig("memory://", {}), engine, clock=lambda: 1.0)
+    source._on_message(SimpleNamespace(content_type=content_type, body=body))
+    snap = engine.snapshot(1.0)
+    assert snap.events_invalid + sum(snap.events.values()) >= 1
+
+
+def test_a_batch_keeps_good_events_next_to_bad_ones():
+    engine = Engine()
+    source = EventSource(SourceConfig("memory://", {}), engine, clock=lambda: 1.0)
+    body = b'[{"type": "task-received", "uuid": "a", "name": "n"}, 7, {"uuid": "b"}, "\\u0000"]'
+    source._on_message(SimpleNamespace(content_type="application/json", body=body))
+    assert engine.task("a").state == "RECEIVED"
+    assert engine.events_invalid == 3
