@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import orjson
 
 from clearly_exporter.api.filters import Matcher
-from clearly_exporter.api.views import redact
+from clearly_exporter.api.views import VALUES
 from clearly_exporter.engine import Engine, Transition
 from clearly_exporter.engine.records import WorkerRecord
 from clearly_exporter.engine.states import FAILURE, RETRY, SUCCESS
@@ -41,6 +41,8 @@ BATCH = 500
 KEEPALIVE = b": keepalive\n\n"
 #: Bytes handed to a connection at once.
 WRITE = 256 << 10
+#: Redacted values remembered (the cache is emptied when full).
+REDACTED_CACHE = 4096
 
 TASK = 0
 WORKER = 1
@@ -188,6 +190,7 @@ class StreamHub:
         self._active = asyncio.Event()
         #: Clients told to end whose responses are not over yet.
         self._ending: set[StreamClient] = set()
+        self._redacted: dict[str, str] = {}
 
     # Consumer thread, under the engine lock.
 
@@ -342,10 +345,25 @@ class StreamHub:
 
     def _encode(self, item: tuple) -> bytes:
         if item[0] == TASK:
-            return sse("task", redact(dict(zip(TASK_FIELDS, item[1:], strict=True)), self.redactor))
+            view = dict(zip(TASK_FIELDS, item[1:], strict=True))
+            for key in VALUES:
+                if view[key] is not None:
+                    view[key] = self._redact(view[key])
+            return sse("task", view)
         view = dict(zip(WORKER_FIELDS, item[1:], strict=True))
         view["up"] = view["state"] == "ONLINE"
         return sse("worker", view)
+
+    def _redact(self, text: str) -> str:
+        """Redaction, remembered: a task's transitions all carry the same values, and
+        searching a long repr for secret keys costs microseconds each time."""
+        done = self._redacted.get(text)
+        if done is None:
+            done = self.redactor(text) or ""
+            if len(self._redacted) >= REDACTED_CACHE:
+                self._redacted.clear()
+            self._redacted[text] = done
+        return done
 
     def _check_timeouts(self) -> None:
         """Tell clients of workers that went silent: no event says so."""

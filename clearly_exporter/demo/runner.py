@@ -174,15 +174,26 @@ def await_ready(url: str, children: list[Child], stop: StopRequest) -> bool:
     return True
 
 
-def supervise(steps: list[Step], env: dict[str, str], stop: StopRequest) -> int:
+def supervise(
+    steps: list[Step], env: dict[str, str], stop: StopRequest, logs: str | None = None
+) -> int:
     """Start the parts and watch them until ``stop`` (0) or one exits by itself (1).
 
     Each part gets a session of its own, so a terminal's Ctrl-C reaches only the runner.
+    With ``logs``, each part writes its output to a file there, not to the terminal.
     """
     children: list[Child] = []
     try:
         for step in steps:
-            process = subprocess.Popen(step.command, env=env, start_new_session=True)
+            output = None
+            if logs is not None:
+                path = os.path.join(logs, step.name.replace(" ", "-") + ".log")
+                output = open(path, "ab")  # noqa: SIM115 - handed to the child, closed below
+            process = subprocess.Popen(
+                step.command, env=env, start_new_session=True, stdout=output, stderr=output
+            )
+            if output is not None:
+                output.close()
             children.append(Child(step, process))
             if step.ready_url and not await_ready(step.ready_url, children, stop):
                 return 0 if stop.requested else 1
@@ -196,12 +207,14 @@ def supervise(steps: list[Step], env: dict[str, str], stop: StopRequest) -> int:
         stop_all(children)
 
 
-def announce(role: str | None, broker: str, host: str, port: int) -> None:
+def announce(role: str | None, broker: str, host: str, port: int, logs: str | None) -> None:
     """Tell the user where to look."""
     if role is None and port:
         click.echo(f"metrics:  {browse_url(host, port, '/metrics')}")
         click.echo(f"health:   {browse_url(host, port, '/healthz')}")
     click.echo(f"broker:   {redact_url(broker)}")
+    if logs is not None:
+        click.echo(f"logs:     {logs}")
     click.echo("Ctrl-C stops everything.")
 
 
@@ -228,11 +241,14 @@ def run_demo(
     broker = broker or f"filesystem://{folder}"
     env = {**os.environ, "CLEARLY_DEMO_BROKER": broker}
     stop = StopRequest()
+    # With every part in one terminal, Celery's own logs (a traceback per failing demo
+    # task) would bury the addresses above: they go to files instead.
+    logs = tempfile.mkdtemp(prefix="clearly-demo-logs-") if role is None else None
     try:
         steps = plan(role, broker, host, port, workers, exporter_args or [])
         with stop_on_signals(stop):
-            announce(role, broker, host, port)
-            return supervise(steps, env, stop)
+            announce(role, broker, host, port, logs)
+            return supervise(steps, env, stop, logs)
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)

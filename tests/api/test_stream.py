@@ -111,7 +111,7 @@ def storm(name: str, tasks: int) -> list[list[dict]]:
     for i in range(tasks):
         uid = f"{name}-{i}"
         events += [
-            received(uid, now, name=name, args=f"('{pad}',)"),
+            received(uid, now, name=name, args=f"('{pad}', {i})"),
             started(uid, now),
             succeeded(uid, now),
         ]

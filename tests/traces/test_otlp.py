@@ -117,7 +117,8 @@ def test_workflows_become_trace_trees(
     assert "ValueError" in exc[2]["exception.stacktrace"]
 
     (big,) = got["big"]
-    assert big.attributes["celery.task.result.source"] == "backend"
+    fetches = select(exporter.scrape(), "clearly_exporter_result_fetches_total")
+    assert big.attributes["celery.task.result.source"] == "backend", fetches
     assert len(big.attributes["celery.task.result"]) >= 5000
     assert "..." not in big.attributes["celery.task.result"]
 
