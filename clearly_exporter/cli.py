@@ -12,6 +12,8 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -344,7 +346,13 @@ def display_options(func):
     return func
 
 
-def client_call(url: str, debug: bool, as_json: bool, show, data=None) -> None:
+def client_call(
+    url: str,
+    debug: bool,
+    as_json: bool,
+    show: Callable[[Any], None],
+    data: Callable[[Any], object] | None = None,
+) -> None:
     """Run a client verb: ``data(api)`` printed as JSON, or ``show(client)`` printed for people.
 
     Errors are one line (exit status 1) unless ``--debug`` asks for the traceback.
@@ -419,13 +427,9 @@ def capture(
         )
 
     def stream(client) -> None:
-        from clearly_exporter.client import ClientError
-
         events = client.api.stream(tasks_pattern, negate_tasks, workers_pattern, negate_workers)
         with contextlib.suppress(KeyboardInterrupt):
             for event, data in events:
-                if event == "end":
-                    raise ClientError(f"the exporter ended the stream: {data['reason']}")
                 click.echo(json.dumps({"type": event, **data}))
 
     client_call(url, debug, False, stream if as_json else show)

@@ -9,6 +9,7 @@ task still running.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,19 +17,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from celery import Celery
 from celery.events.event import get_exchange
 from kombu import Connection, Producer
 
 from clearly_exporter.brokers import connection_config
-from tests.conftest import broker_url
-from tests.support import Exporter, Worker, http_get, select, wait_for
+from tests.support import Exporter, Worker, http_get, reachable, select, wait_for
+
+#: Redis databases of these tests alone, apart from the suite's 9 and the bundle's, so
+#: no other test's workers or flushes reach them: one for the module clusters, one for
+#: tests with an exporter of their own (both run one at a time).
+CLUSTER_DB = 14
+SOLO_DB = 15
 
 
-def private_redis(tmp: Path, db: int) -> str:
-    """A flushed Redis database of one test's own (Redis events do not cross databases)."""
-    url = broker_url("redis", tmp).rsplit("/", 1)[0] + f"/{db}"
+def private_redis(db: int = SOLO_DB) -> str:
+    """A flushed Redis database (Redis events do not cross databases); skipped when Redis
+    is unreachable, unless ``CI=true``, as the suite's other broker tests."""
+    if not reachable("127.0.0.1", 6379):
+        message = "redis broker not reachable on 127.0.0.1:6379"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (mandatory when CI=true)")
+        pytest.skip(message)
+    url = f"redis://127.0.0.1:6379/{db}"
     redis.Redis.from_url(url).flushdb()
     return url
 
@@ -113,7 +126,7 @@ def run_workload(cluster: Cluster) -> None:
 @contextmanager
 def running_cluster(tmp: Path) -> Iterator[Cluster]:
     """Redis (skipped when unreachable, unless CI), a worker, the exporter, the workload."""
-    broker = broker_url("redis", tmp)
+    broker = private_redis(CLUSTER_DB)
     queue = f"q-{uuid.uuid4().hex[:10]}"
     exporter = Exporter(broker, tmp, ["--queue", queue])
     worker = Worker(broker, queue, tmp)

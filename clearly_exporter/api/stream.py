@@ -41,8 +41,9 @@ BATCH = 500
 KEEPALIVE = b": keepalive\n\n"
 #: Bytes handed to a connection at once.
 WRITE = 256 << 10
-#: Redacted values remembered (the cache is emptied when full).
-REDACTED_CACHE = 4096
+#: Redacted values remembered (the cache is emptied when full), and the longest kept.
+REDACTED_CACHE = 1024
+REDACTED_LENGTH = 4096
 
 TASK = 0
 WORKER = 1
@@ -360,9 +361,10 @@ class StreamHub:
         done = self._redacted.get(text)
         if done is None:
             done = self.redactor(text) or ""
-            if len(self._redacted) >= REDACTED_CACHE:
-                self._redacted.clear()
-            self._redacted[text] = done
+            if len(text) <= REDACTED_LENGTH:
+                if len(self._redacted) >= REDACTED_CACHE:
+                    self._redacted.clear()
+                self._redacted[text] = done
         return done
 
     def _check_timeouts(self) -> None:

@@ -73,8 +73,6 @@ class ClearlyClient:
         printer = CapturePrinter(self.console, Display(params, success, error), stats)
         with self._errors(), contextlib.suppress(KeyboardInterrupt):
             for event, data in self.api.stream(pattern, negate, workers, negate_workers):
-                if event == "end":
-                    raise ClientError(f"the exporter ended the stream: {data['reason']}")
                 printer(event, data)
 
     def tasks(

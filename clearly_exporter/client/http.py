@@ -72,9 +72,10 @@ class ExporterApi:
         workers: str | None = None,
         negate_workers: bool = False,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Live ``(event, data)`` pairs: ``task``, ``worker``, then ``end`` if cut off.
+        """Live ``(event, data)`` pairs, ``task`` or ``worker``, until the stream ends.
 
-        The exporter's ``hello`` is checked and not passed on.
+        The exporter's ``hello`` is checked and not passed on; its ``end`` (a client too
+        slow, the exporter stopping) is raised as a ``ClientError`` with its reason.
         """
         query = {
             "tasks": tasks,
@@ -91,6 +92,9 @@ class ExporterApi:
                 if next(received, ("", ""))[0] != "hello":
                     raise self._not_exporter("/api/stream", response.status)
                 for name, data in received:
+                    if name == "end":
+                        reason = json.loads(data)["reason"]
+                        raise ClientError(f"the exporter ended the stream: {reason}")
                     yield name, json.loads(data)
             except TimeoutError:
                 raise ClientError(

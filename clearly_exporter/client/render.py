@@ -68,7 +68,10 @@ def clock(ts: float | None) -> str:
     """Local time of day with milliseconds, as a terminal log shows it."""
     if ts is None:
         return NO_TIME
-    return datetime.fromtimestamp(ts).strftime("%H:%M:%S.%f")[:-3]
+    try:
+        return datetime.fromtimestamp(ts).strftime("%H:%M:%S.%f")[:-3]
+    except (OverflowError, OSError, ValueError):
+        return NO_TIME  # any producer may send events: a timestamp may be nonsense
 
 
 def state_text(state: str | None, width: int = STATE_WIDTH) -> Text:

@@ -299,6 +299,7 @@ class Engine:
 
     @property
     def tasks_stored(self) -> int:
+        """How many tasks are in memory, without copying them."""
         return len(self._tasks)
 
     def stored_tasks(self) -> list[TaskRecord]:

@@ -107,26 +107,26 @@ class WorkerRegistry:
         return len(stale)
 
     def records(self) -> list[WorkerRecord]:
+        """Every worker record (caller holds the engine lock)."""
         return list(self._workers.values())
 
     def views(self, now: float) -> list[WorkerView]:
-        return [self.view(w, now) for w in self._workers.values()]
-
-    def view(self, w: WorkerRecord, now: float) -> WorkerView:
-        """A copy of one worker as it stands at ``now``."""
-        return WorkerView(
-            hostname=w.hostname,
-            up=self.is_up(w, now),
-            last_heartbeat=w.alive_at,
-            freq=w.freq,
-            active=w.active,
-            processed=w.processed,
-            loadavg=w.loadavg,
-            sw_ident=w.sw_ident,
-            sw_ver=w.sw_ver,
-            sw_sys=w.sw_sys,
-            pid=w.pid,
-        )
+        return [
+            WorkerView(
+                hostname=w.hostname,
+                up=self.is_up(w, now),
+                last_heartbeat=w.alive_at,
+                freq=w.freq,
+                active=w.active,
+                processed=w.processed,
+                loadavg=w.loadavg,
+                sw_ident=w.sw_ident,
+                sw_ver=w.sw_ver,
+                sw_sys=w.sw_sys,
+                pid=w.pid,
+            )
+            for w in self._workers.values()
+        ]
 
 
 def _is_number(value: object) -> bool:

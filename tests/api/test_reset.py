@@ -23,7 +23,7 @@ def state(exporter: Exporter, task_id: str) -> str | None:
 
 
 def test_reset_forgets_finished_tasks_keeps_in_flight_ones_and_counters(tmp_path: Path, cleanup):
-    broker = private_redis(tmp_path, 10)
+    broker = private_redis()
     queue = f"q-{uuid.uuid4().hex[:10]}"
     exporter = Exporter(broker, tmp_path)
     cleanup.append(exporter.start())

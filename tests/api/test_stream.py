@@ -9,11 +9,15 @@ from pathlib import Path
 import pytest
 
 from tests.api.sse import StreamReader, StreamSocket, parse
-from tests.cluster import api_get, publish
+from tests.cluster import api_get, private_redis, publish
 from tests.engine.events import received, started, succeeded, worker_event
 from tests.support import Exporter, wait_for
 
-pytestmark = pytest.mark.parametrize("broker", ["redis"], indirect=True)
+
+@pytest.fixture
+def broker() -> str:
+    """Redis, in a database of its own: only this test's events reach its exporter."""
+    return private_redis()
 
 
 def bound(broker: str, reader: StreamReader) -> None:
@@ -71,6 +75,10 @@ def test_every_client_gets_transitions_in_inferred_order(broker: str, tmp_path: 
     assert success["result"] == "3" and success["args"] == "(1, 2)" and success["retries"] == 0
     _, stats = api_get(exporter.url, "/api/stats")
     assert stats["stream_clients"] == 3 and stats["stream_cutoffs"] == 0
+    assert exporter.stop() == 0
+    for reader in (everything, only_these, all_but):
+        reader.wait(lambda r: r.events("end"), "the end of the stream")
+        assert reader.events("end") == [{"reason": "the exporter is stopping"}]
 
 
 def test_worker_changes_stream_including_a_silent_worker(broker: str, tmp_path: Path, cleanup):

@@ -180,7 +180,7 @@ def test_capture_shows_transitions_live_until_ctrl_c(cluster: Cluster, cleanup):
 
 
 def test_reset_verb(tmp_path: Path, cleanup):
-    broker = private_redis(tmp_path, 11)
+    broker = private_redis()
     exporter = Exporter(broker, tmp_path)
     cleanup.append(exporter.start())
     now = time.time()
