@@ -17,7 +17,7 @@ from clearly_exporter.engine import Engine, EngineConfig
 from clearly_exporter.metrics.collector import EngineCollector
 from clearly_exporter.metrics.queues import QueueProbe
 from clearly_exporter.server import HttpServer
-from clearly_exporter.source import EventSource, SourceConfig
+from clearly_exporter.source import EventSource, SourceConfig, queue_lifetimes
 from clearly_exporter.traces.ids import trace_id_hex
 from clearly_exporter.traces.redact import DEFAULT_PATTERNS, Redactor
 from clearly_exporter.traces.tracing import Tracing, TracingSettings
@@ -38,8 +38,9 @@ class Settings:
     ssl: dict | None = None
     enable_events_every: float | None = None
     event_queue: str | None = None
-    event_queue_ttl: float | None = 5.0
-    event_queue_expires: float | None = 60.0
+    #: None: the default for the kind of queue (see ``source.queue_lifetimes``).
+    event_queue_ttl: float | None = None
+    event_queue_expires: float | None = None
     engine: EngineConfig = field(default_factory=EngineConfig)
     tracing: TracingSettings | None = None
     #: Redaction of values the API and its stream show (the spans' own, from ``--redact``).
@@ -64,8 +65,9 @@ class Daemon:
                 settings.ssl,
                 settings.enable_events_every,
                 settings.event_queue,
-                settings.event_queue_ttl,
-                settings.event_queue_expires,
+                *queue_lifetimes(
+                    settings.event_queue, settings.event_queue_ttl, settings.event_queue_expires
+                ),
             ),
             self.engine,
         )

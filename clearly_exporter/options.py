@@ -1,4 +1,4 @@
-"""Click parameter types for the command line: durations and ``key=value`` pairs."""
+"""Command-line building blocks: options with environment variables, value types."""
 
 from __future__ import annotations
 
@@ -9,6 +9,18 @@ import ssl
 import click
 
 from clearly_exporter.brokers import BrokerURLError, validate
+
+ENV = "CLEARLY_EXPORTER_"
+
+
+def option(*decls: str, **kwargs):
+    """A click option whose environment variable is ``CLEARLY_EXPORTER_<LONG NAME>``."""
+    long = next(d for d in decls if d.startswith("--")).split("/")[0]
+    kwargs.setdefault("envvar", ENV + long[2:].replace("-", "_").upper())
+    kwargs.setdefault("show_envvar", True)
+    kwargs.setdefault("show_default", True)
+    return click.option(*decls, **kwargs)
+
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")

@@ -66,6 +66,21 @@ class SourceConfig:
     queue_expires: float | None = 60.0
 
 
+def queue_lifetimes(
+    named: str | None, ttl: float | None, expires: float | None
+) -> tuple[float | None, float | None]:
+    """Message TTL and queue expiry; None means the default, 0 means none.
+
+    Celery's own event queue keeps messages 5 s and goes 60 s after its consumer; a
+    named queue exists to keep events for an absent exporter, so by default it keeps
+    them and lives a day unused.
+    """
+    default_ttl, default_expires = (None, 86_400.0) if named else (5.0, 60.0)
+    ttl = default_ttl if ttl is None else ttl
+    expires = default_expires if expires is None else expires
+    return ttl or None, expires or None
+
+
 class EventSource(threading.Thread):
     """Consumer thread: broker → decode → engine, reconnecting forever until stopped."""
 
