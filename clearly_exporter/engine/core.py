@@ -12,11 +12,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from clearly_exporter.engine.fields import number, optional_integer, text
+from clearly_exporter.engine.fields import as_number, as_text
 from clearly_exporter.engine.histogram import LAG_BUCKETS, Histogram
 from clearly_exporter.engine.inference import current_state, reach, select_attempt
 from clearly_exporter.engine.records import HAS_ETA, TaskRecord, Transition
-from clearly_exporter.engine.states import EVENT_STATE, IN_PROGRESS, custom_state
+from clearly_exporter.engine.rules import RULES, custom_rule
+from clearly_exporter.engine.states import IN_PROGRESS
 from clearly_exporter.engine.task_metrics import OTHER, UNKNOWN, TaskMetrics, TaskMetricsSnapshot
 from clearly_exporter.engine.workers import WorkerRegistry, WorkerView
 
@@ -24,30 +25,6 @@ Listener = Callable[[Transition], None]
 Ticker = Callable[[float], None]
 Evicted = Callable[[TaskRecord], None]
 
-#: Record fields each event type brings (merge rules as data, as celery.events.state).
-TASK_FIELDS: dict[str, tuple[str, ...]] = {
-    "task-sent": (
-        "name",
-        "args",
-        "kwargs",
-        "root_id",
-        "parent_id",
-        "eta",
-        "expires",
-        "queue",
-        "exchange",
-        "routing_key",
-    ),
-    "task-received": ("name", "args", "kwargs", "root_id", "parent_id", "eta", "expires"),
-    "task-succeeded": ("result",),
-}
-#: Attempt fields each event type brings.
-ATTEMPT_TEXT: dict[str, tuple[str, ...]] = {
-    "task-failed": ("exception", "traceback"),
-    "task-retried": ("exception", "traceback"),
-}
-#: Events sent by the worker running the attempt (task-sent comes from the producer).
-WORKER_SIDE = frozenset(EVENT_STATE) - {"task-sent"}
 #: Distinct event types counted by name; beyond, hostile producers fold into "other".
 MAX_EVENT_TYPES = 64
 #: Task names remembered as sending task-sent events.
@@ -149,42 +126,51 @@ class Engine:
 
     def handle(self, event: object, now: float) -> None:
         """Apply one event (caller holds the lock, or is single-threaded)."""
-        if not isinstance(event, dict):
+        if type(event) is not dict:
             self.events_invalid += 1
             return
         etype = event.get("type")
-        if not isinstance(etype, str) or not etype:
+        if type(etype) is not str or not etype:
             self.events_invalid += 1
             return
+        ts = event.get("timestamp")
+        if type(ts) is not float or ts - ts != 0.0:
+            ts = as_number(ts)
         try:
-            if etype.startswith("task-"):
+            if etype[:5] == "task-":
                 uuid = event.get("uuid")
-                if not isinstance(uuid, str) or not uuid:
+                if type(uuid) is not str or not uuid:
                     self.events_invalid += 1
                     return
-                self._count_event(etype, event, now)
-                self._task_event(etype, uuid, event, now)
-            elif etype.startswith("worker-"):
-                if not isinstance(event.get("hostname"), str):
+                self._count_event(etype, ts, now)
+                self._task_event(etype, uuid, event, ts, now)
+            elif etype[:7] == "worker-":
+                if type(event.get("hostname")) is not str:
                     self.events_invalid += 1
                     return
-                self._count_event(etype, event, now)
+                self._count_event(etype, ts, now)
                 self.workers.handle(etype, event, now)
             else:
-                self._count_event(etype, event, now)
+                self._count_event(etype, ts, now)
         except (RecursionError, ValueError, TypeError, OverflowError):
             self.events_invalid += 1
 
-    def _count_event(self, etype: str, event: dict, now: float) -> None:
-        if etype not in self.events and len(self.events) >= MAX_EVENT_TYPES:
-            etype = "other"
-        self.events[etype] = self.events.get(etype, 0) + 1
+    def _count_event(self, etype: str, ts: float | None, now: float) -> None:
+        events = self.events
+        count = events.get(etype)
+        if count is None:
+            count = 0
+            if len(events) >= MAX_EVENT_TYPES:
+                etype = "other"
+                count = events.get(etype, 0)
+        events[etype] = count + 1
         self.last_event = now
-        ts = number(event, "timestamp")
         if ts is not None:
-            self.event_lag.observe(max(now - ts, 0.0))
+            self.event_lag.observe(now - ts if now > ts else 0.0)
 
-    def _task_event(self, etype: str, uuid: str, event: dict, now: float) -> None:
+    def _task_event(
+        self, etype: str, uuid: str, event: dict, ts: float | None, now: float
+    ) -> None:
         rec = self._tasks.get(uuid)
         if rec is None:
             rec = self._tasks[uuid] = TaskRecord(uuid, now)
@@ -193,46 +179,54 @@ class Engine:
         else:
             self._tasks.move_to_end(uuid)
         rec.updated = now
-        state = EVENT_STATE.get(etype) or custom_state(etype)
-        ts = number(event, "timestamp")
-        att = select_attempt(rec, state, optional_integer(event, "retries"), ts)
-        for field in TASK_FIELDS.get(etype, ()):
-            value = text(event, field)
+        rule = RULES.get(etype) or custom_rule(etype)
+        retries = event.get("retries") if rule.retries else None
+        if retries is not None and (type(retries) is not int or not 0 <= retries < 1 << 31):
+            retries = None
+        att = select_attempt(rec, rule.state, retries, ts)
+        for field in rule.task_fields:
+            value = event.get(field)
             if value is not None:
-                setattr(rec, field, value)
-        for field in ATTEMPT_TEXT.get(etype, ()):
-            value = text(event, field)
+                setattr(rec, field, value if type(value) is str else as_text(value))
+        for field in rule.attempt_fields:
+            value = event.get(field)
             if value is not None:
-                setattr(att, field, value)
-        if etype in WORKER_SIDE:
-            worker = text(event, "hostname")
-            if worker is not None:
+                setattr(att, field, value if type(value) is str else as_text(value))
+        if rule.worker_side:
+            worker = event.get("hostname")
+            if type(worker) is str:
                 att.worker = worker
-        if etype in ("task-sent", "task-received") and event.get("eta"):
+        if rule.retries and event.get("eta"):
             att.flags |= HAS_ETA
-        if etype == "task-succeeded":
-            att.runtime = number(event, "runtime")
-        if rec.queue is not None and len(self.queues) < MAX_QUEUES:
-            self.queues.add(rec.queue)
-        transitions, late = reach(rec, att, state, ts, event.get("requeue") is True)
+        if rule.runtime:
+            att.runtime = as_number(event.get("runtime"))
+        if rule.sent:
+            self._sent(rec)
+        transitions, late = reach(rec, att, rule.state, ts, event.get("requeue") is True)
         if late:
             self.events_late += 1
-        if etype == "task-sent" and rec.name is not None and len(self._sends) < MAX_SENDING:
-            self._sends.add(rec.name)
         rec.state = current_state(rec)
-        if rec.key is None and self._labels_known(rec):
-            self._fix_labels(rec, now)
-        if rec.key is None:
-            if transitions:
-                if rec.pending is None:
-                    rec.pending = []
-                    self._unlabelled[uuid] = now
-                rec.pending.extend(transitions)
-            return
+        key = rec.key
+        if key is None:
+            if not self._labels_known(rec):
+                if transitions:
+                    if rec.pending is None:
+                        rec.pending = []
+                        self._unlabelled[uuid] = now
+                    rec.pending.extend(transitions)
+                return
+            key = self._fix_labels(rec, now)
         for tr in transitions:
-            self._emit(rec.key, tr)
-        self.metrics.observe(rec.key, att, self._trace(rec))
-        self.metrics.place(uuid, rec.key, rec.state, now)
+            self._emit(key, tr)
+        self.metrics.observe(key, att, self._trace(rec))
+        self.metrics.place(uuid, key, rec.state, now)
+
+    def _sent(self, rec: TaskRecord) -> None:
+        """Remember what a task-sent tells beyond the task: its queue, that its type sends."""
+        if rec.queue is not None and len(self.queues) < MAX_QUEUES:
+            self.queues.add(rec.queue)
+        if rec.name is not None and len(self._sends) < MAX_SENDING:
+            self._sends.add(rec.name)
 
     def _labels_known(self, rec: TaskRecord) -> bool:
         """Name known, and queue known unless its task-sent is not to be expected.
@@ -248,19 +242,20 @@ class Engine:
             return False
         return not self._sends or rec.name in self._labelled
 
-    def _fix_labels(self, rec: TaskRecord, now: float) -> None:
+    def _fix_labels(self, rec: TaskRecord, now: float) -> tuple[str, str]:
         """Fix the task's labels and release the transitions that waited for them."""
-        rec.key = self.metrics.label(rec.name, rec.queue)
+        key = rec.key = self.metrics.label(rec.name, rec.queue)
         if rec.name is not None and len(self._labelled) < MAX_SENDING:
             self._labelled.add(rec.name)
         pending, rec.pending = rec.pending, None
         self._unlabelled.pop(rec.uuid, None)
         for tr in pending or ():
-            self._emit(rec.key, tr)
+            self._emit(key, tr)
         trace = self._trace(rec)
         for att in rec.attempts:
-            self.metrics.observe(rec.key, att, trace)
-        self.metrics.place(rec.uuid, rec.key, rec.state, now)
+            self.metrics.observe(key, att, trace)
+        self.metrics.place(rec.uuid, key, rec.state, now)
+        return key
 
     def _trace(self, rec: TaskRecord) -> str | None:
         if self._trace_of is None:
