@@ -36,7 +36,7 @@ class CountingService(trace_service_pb2_grpc.TraceServiceServicer):
         self.requests = 0
         self.last = 0.0
 
-    def Export(  # noqa: N802 (the gRPC method's name)
+    def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)

@@ -1,7 +1,11 @@
 """A storm of Celery task events, built and published the way a busy cluster sends them.
 
-Each task brings the four events of a success: ``task-sent`` from the producing client,
-``task-received``, ``task-started`` and ``task-succeeded`` from the worker running it.
+Each task brings the events of its outcome: by default the four of a success,
+``task-sent`` from the producing client, ``task-received``, ``task-started`` and
+``task-succeeded`` from the worker running it. ``--outcomes`` mixes in failures,
+retries, revocations, rejections and tasks still in progress, and ``--queues`` sends
+every task name to several queues, so that every label combination of the metrics
+shows up.
 Fields, key order and values follow what Celery 5 puts in them, so a consumer pays the
 real decoding cost. Events are laid on a simulated timeline and each sender buffers
 its own, flushing a list body when the buffer is full, as the worker's event
@@ -16,6 +20,7 @@ Run alone to publish a storm at a live consumer, or with ``--dry-run`` to see it
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import platform
 import random
@@ -40,14 +45,42 @@ VERBS = ("process", "send", "render", "refresh", "index", "resize", "notify", "e
 CHILD_SHARE = 0.1
 #: Share of tasks sent with a countdown (an ``eta``).
 ETA_SHARE = 0.01
+#: What becomes of a task, and how many of its attempts end (each becomes one span).
+OUTCOMES: dict[str, int] = {
+    "success": 1,
+    "failure": 1,
+    "retry": 2,
+    "retrying": 1,
+    "revoked": 1,
+    "rejected": 1,
+    "started": 0,
+    "received": 0,
+    "pending": 0,
+}
+#: ``--outcomes all``: every outcome, most tasks still succeeding, as in a real cluster.
+ALL_OUTCOMES: tuple[tuple[str, float], ...] = (
+    ("success", 80),
+    ("failure", 5),
+    ("retry", 4),
+    ("retrying", 1),
+    ("revoked", 2),
+    ("rejected", 2),
+    ("started", 3),
+    ("received", 2),
+    ("pending", 1),
+)
+#: A failing task type fails with one class: more would multiply the failure series.
+EXCEPTIONS = ("ValueError", "KeyError", "TimeoutError", "ConnectionError", "bench.errors.Flaky")
 
 
 class Message(NamedTuple):
-    """One publish: the routing key, the JSON body and the sender's ``hostname`` header."""
+    """One publish: the routing key, the JSON body, the sender's ``hostname`` header."""
 
     routing_key: str
     body: bytes
     hostname: str
+    #: Events in the body, so a paced publisher can keep an event rate.
+    events: int
 
 
 @dataclass(frozen=True)
@@ -68,6 +101,11 @@ class StormSpec:
     #: Seconds between a worker's heartbeats on the timeline; 0 sends none.
     heartbeat: float = 2.0
     seed: int = 1
+    #: 0: each task name has one queue (from QUEUES), as apps route by name; N: each
+    #: task goes to one of N queues, so every name shows up under every queue.
+    queues: int = 0
+    #: (outcome, weight) pairs; see OUTCOMES.
+    outcomes: tuple[tuple[str, float], ...] = (("success", 1.0),)
 
 
 @dataclass
@@ -77,10 +115,16 @@ class Storm:
     spec: StormSpec
     messages: list[Message]
     counts: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
 
     @property
     def events(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def spans(self) -> int:
+        """Attempts that end, so the spans an exporter makes of the storm."""
+        return sum(OUTCOMES[outcome] * n for outcome, n in self.outcomes.items())
 
     @property
     def size(self) -> int:
@@ -106,6 +150,7 @@ class _TaskType:
     queue: str
     arity: int
     median_runtime: float
+    exception: str
 
 
 def _task_types(rng: random.Random, count: int) -> list[_TaskType]:
@@ -121,9 +166,33 @@ def _task_types(rng: random.Random, count: int) -> list[_TaskType]:
                 queue=rng.choices(queues, weights)[0],
                 arity=rng.randrange(4),
                 median_runtime=10 ** rng.uniform(-2.3, 0.3),
+                exception=EXCEPTIONS[i % len(EXCEPTIONS)],
             )
         )
     return types
+
+
+def queue_names(count: int) -> list[str]:
+    """``--queues N``: QUEUES' names first, then ``q5``, ``q6``..."""
+    names = [q for q, _ in QUEUES]
+    return names[:count] + [f"q{k}" for k in range(len(names) + 1, count + 1)]
+
+
+def parse_outcomes(text: str) -> tuple[tuple[str, float], ...]:
+    """``all``, or ``outcome[=weight],...`` (weight 1 when left out)."""
+    if text == "all":
+        return ALL_OUTCOMES
+    out = []
+    for part in text.split(","):
+        name, _, weight = part.strip().partition("=")
+        if name not in OUTCOMES:
+            raise ValueError(f"unknown outcome {name!r}: one of {', '.join(OUTCOMES)} or 'all'")
+        out.append((name, float(weight) if weight else 1.0))
+    return tuple(out)
+
+
+def outcomes_text(outcomes: tuple[tuple[str, float], ...]) -> str:
+    return "all" if outcomes == ALL_OUTCOMES else ",".join(f"{o}={w:g}" for o, w in outcomes)
 
 
 def _event(sender: _Sender, offset: float, etype: str, ts: float, **fields: object) -> dict:
@@ -140,6 +209,28 @@ def _event(sender: _Sender, offset: float, etype: str, ts: float, **fields: obje
     }
 
 
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + "+00:00"
+
+
+def _failure(rng: random.Random, kind: _TaskType) -> dict:
+    """``exception`` and ``traceback`` as task-failed and task-retried carry them."""
+    message = f"bench failure {rng.randrange(10**6)}"
+    module = kind.name.rsplit(".", 1)[0].replace(".", "/")
+    return {
+        "exception": f"{kind.exception}({message!r})",
+        "traceback": (
+            "Traceback (most recent call last):\n"
+            '  File "celery/app/trace.py", line 453, in trace_task\n'
+            "    R = retval = fun(*args, **kwargs)\n"
+            f'  File "{module}.py", line {rng.randrange(10, 400)}, in '
+            f"{kind.name.rsplit('.', 1)[1]}\n"
+            "    raise error\n"
+            f"{kind.exception}: {message}\n"
+        ),
+    }
+
+
 def _result(rng: random.Random) -> str:
     """A ``saferepr`` of a return value, as task-succeeded carries it."""
     pick = rng.random()
@@ -151,14 +242,114 @@ def _result(rng: random.Random) -> str:
 
 
 Timeline = list[tuple[float, int, _Sender, str, dict]]
+TaskEvents = list[tuple[float, _Sender, str, dict]]
 
 
-def _plan(spec: StormSpec, rng: random.Random, now: float) -> tuple[Timeline, list[_Sender]]:
-    """Every task's events on the timeline, and the senders they come from."""
+@dataclass(frozen=True)
+class _Task:
+    """One task's identity and the fields its task-sent and task-received repeat."""
+
+    uuid: str
+    root: str
+    parent: str | None
+    name: str
+    args: str
+    kwargs: str
+    queue: str
+
+    def sent(self, retries: int, eta: str | None) -> dict:
+        return {
+            "uuid": self.uuid,
+            "root_id": self.root,
+            "parent_id": self.parent,
+            "name": self.name,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "retries": retries,
+            "eta": eta,
+            "expires": None,
+            "queue": self.queue,
+            "exchange": "",
+            "routing_key": self.queue,
+        }
+
+    def received(self, retries: int, eta: str | None) -> dict:
+        return {
+            "uuid": self.uuid,
+            "name": self.name,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "root_id": self.root,
+            "parent_id": self.parent,
+            "retries": retries,
+            "eta": eta,
+            "expires": None,
+        }
+
+
+def _fates(
+    rng: random.Random,
+    outcome: str,
+    task: _Task,
+    kind: _TaskType,
+    eta: str | None,
+    times: tuple[float, float, float],
+    worker: _Sender,
+    workers: list[_Sender],
+) -> TaskEvents:
+    """The worker-side events of a task after its task-sent, for its outcome."""
+    received, started, runtime = times
+    uid = {"uuid": task.uuid}
+    if outcome == "pending":
+        return []
+    if outcome == "revoked":
+        fields = {**uid, "terminated": False, "signum": None, "expired": False}
+        return [(received, worker, "task-revoked", fields)]
+    out = [(received, worker, "task-received", task.received(0, eta))]
+    if outcome == "rejected":
+        out.append((received + 0.001, worker, "task-rejected", {**uid, "requeue": False}))
+    if outcome in ("received", "rejected"):
+        return out
+    out.append((started, worker, "task-started", uid))
+    ended = started + runtime
+    if outcome == "success":
+        out.append(
+            (ended, worker, "task-succeeded", {**uid, "result": _result(rng), "runtime": runtime})
+        )
+    elif outcome == "failure":
+        out.append((ended, worker, "task-failed", {**uid, **_failure(rng, kind)}))
+    elif outcome in ("retry", "retrying"):
+        out.append((ended, worker, "task-retried", {**uid, **_failure(rng, kind)}))
+    if outcome != "retry":
+        return out
+    # The worker sends the task again (task-sent, retries 1), with a countdown.
+    again = ended + rng.uniform(0.5, 3.0)
+    out.append((ended + 0.001, worker, "task-sent", task.sent(1, _iso(again))))
+    runner = rng.choice(workers)
+    out.append((ended + 0.002, runner, "task-received", task.received(1, _iso(again))))
+    restarted = again + rng.expovariate(1 / 0.005)
+    out.append((restarted, runner, "task-started", uid))
+    rerun = kind.median_runtime * rng.lognormvariate(0, 0.5)
+    result = {**uid, "result": _result(rng), "runtime": rerun}
+    out.append((restarted + rerun, runner, "task-succeeded", result))
+    return out
+
+
+def _plan(
+    spec: StormSpec, rng: random.Random, now: float
+) -> tuple[Timeline, list[_Sender], Counter[str]]:
+    """Every task's events on the timeline, the senders they come from, the outcomes."""
     if min(spec.tasks, spec.names, spec.workers, spec.clients, spec.batch, spec.sent_batch) < 1:
         raise ValueError("tasks, names, workers, clients and batch sizes must be at least 1")
+    if spec.queues < 0 or not spec.outcomes:
+        raise ValueError("queues must be 0 or more, and at least one outcome given")
     types = _task_types(rng, spec.names)
     popularity = [1.0 / (rank + 1) for rank in range(spec.names)]
+    queues = queue_names(spec.queues)
+    outcomes = [o for o, _ in spec.outcomes]
+    weights = [w for _, w in spec.outcomes]
+    # The first tasks go through every (name, queue, outcome) once, the rest are drawn.
+    combos = spec.names * max(spec.queues, 1) * len(outcomes)
     workers = [
         _Sender(f"celery@bench-{n}", rng.randrange(1000, 60000), rng.randrange(10**5), spec.batch)
         for n in range(1, spec.workers + 1)
@@ -172,8 +363,17 @@ def _plan(spec: StormSpec, rng: random.Random, now: float) -> tuple[Timeline, li
     timeline: Timeline = []
     ids: list[str] = []
     roots: dict[str, str] = {}
+    made: Counter[str] = Counter()
     for i in range(spec.tasks):
-        kind = types[i] if i < spec.names else rng.choices(types, popularity)[0]
+        if i < combos:
+            kind = types[i % spec.names]
+            queue = queues[(i // spec.names) % len(queues)] if queues else kind.queue
+            outcome = outcomes[i // (spec.names * max(spec.queues, 1)) % len(outcomes)]
+        else:
+            kind = rng.choices(types, popularity)[0]
+            queue = queues[rng.randrange(len(queues))] if queues else kind.queue
+            outcome = rng.choices(outcomes, weights)[0] if len(outcomes) > 1 else outcomes[0]
+        made[outcome] += 1
         task_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         parent = rng.choice(ids) if ids and rng.random() < CHILD_SHARE else None
         root = roots[parent] if parent else task_id
@@ -181,70 +381,19 @@ def _plan(spec: StormSpec, rng: random.Random, now: float) -> tuple[Timeline, li
         ids.append(task_id)
         sent = start + i / spec.rate + rng.uniform(0, 1 / spec.rate)
         countdown = rng.uniform(1, 30) if rng.random() < ETA_SHARE else 0.0
-        eta = (
-            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sent + countdown)) + "+00:00"
-            if countdown
-            else None
-        )
+        eta = _iso(sent + countdown) if countdown else None
         args = "(" + ", ".join(str(rng.randrange(10**6)) for _ in range(kind.arity)) + ")"
         kwargs = "{}" if rng.random() < 0.7 else repr({"user_id": rng.randrange(10**6)})
-        common = {
-            "name": kind.name,
-            "args": args,
-            "kwargs": kwargs,
-        }
+        task = _Task(task_id, root, parent, kind.name, args, kwargs, queue)
         received = sent + rng.expovariate(1 / 0.02)
         started = received + countdown + rng.expovariate(1 / 0.005)
         runtime = kind.median_runtime * rng.lognormvariate(0, 0.5)
         worker = rng.choice(workers)
-        seq = 4 * i
-        timeline.append(
-            (
-                sent,
-                seq,
-                rng.choice(clients),
-                "task-sent",
-                {
-                    "uuid": task_id,
-                    "root_id": root,
-                    "parent_id": parent,
-                    **common,
-                    "retries": 0,
-                    "eta": eta,
-                    "expires": None,
-                    "queue": kind.queue,
-                    "exchange": "",
-                    "routing_key": kind.queue,
-                },
-            )
-        )
-        timeline.append(
-            (
-                received,
-                seq + 1,
-                worker,
-                "task-received",
-                {
-                    "uuid": task_id,
-                    **common,
-                    "root_id": root,
-                    "parent_id": parent,
-                    "retries": 0,
-                    "eta": eta,
-                    "expires": None,
-                },
-            )
-        )
-        timeline.append((started, seq + 2, worker, "task-started", {"uuid": task_id}))
-        timeline.append(
-            (
-                started + runtime,
-                seq + 3,
-                worker,
-                "task-succeeded",
-                {"uuid": task_id, "result": _result(rng), "runtime": runtime},
-            )
-        )
+        events = [(sent, rng.choice(clients), "task-sent", task.sent(0, eta))]
+        times = (received, started, runtime)
+        events += _fates(rng, outcome, task, kind, eta, times, worker, workers)
+        for k, (ts, sender, etype, fields) in enumerate(events):
+            timeline.append((ts, 8 * i + k, sender, etype, fields))
     if spec.heartbeat > 0:
         beats = int(span / spec.heartbeat) + 1
         for n, worker in enumerate(workers):
@@ -254,21 +403,21 @@ def _plan(spec: StormSpec, rng: random.Random, now: float) -> tuple[Timeline, li
                 seq = -1 - n - b * len(workers)
                 timeline.append((first + b * spec.heartbeat, seq, worker, etype, {}))
     heapq.heapify(timeline)
-    return timeline, workers + clients
+    return timeline, workers + clients, made
 
 
 def build_storm(spec: StormSpec, now: float | None = None) -> Storm:
     """Lay the storm's events on a timeline that ends now, and batch them per sender."""
     rng = random.Random(spec.seed)
     offset = utcoffset()
-    timeline, senders = _plan(spec, rng, time.time() if now is None else now)
-    storm = Storm(spec, [])
+    timeline, senders, outcomes = _plan(spec, rng, time.time() if now is None else now)
+    storm = Storm(spec, [], outcomes=outcomes)
     software = {"sw_ident": "py-celery", "sw_ver": celery.__version__, "sw_sys": platform.system()}
 
     def flush(sender: _Sender) -> None:
         if sender.buffer:
             body = dumps(sender.buffer).encode()
-            storm.messages.append(Message("task.multi", body, sender.hostname))
+            storm.messages.append(Message("task.multi", body, sender.hostname, len(sender.buffer)))
             sender.buffer = []
 
     while timeline:
@@ -288,12 +437,12 @@ def build_storm(spec: StormSpec, now: float | None = None) -> Storm:
                 **software,
             )
             storm.messages.append(
-                Message(etype.replace("-", "."), dumps(event).encode(), sender.hostname)
+                Message(etype.replace("-", "."), dumps(event).encode(), sender.hostname, 1)
             )
             continue
         if etype == "task-started":
             sender.active += 1
-        elif etype == "task-succeeded":
+        elif etype in ("task-succeeded", "task-failed", "task-retried"):
             sender.active -= 1
             sender.processed += 1
         sender.buffer.append(_event(sender, offset, etype, ts, **fields))
@@ -304,63 +453,100 @@ def build_storm(spec: StormSpec, now: float | None = None) -> Storm:
     return storm
 
 
+class Publisher:
+    """A producer on the broker's event exchange, publishing bodies as a worker does."""
+
+    def __init__(self, url: str) -> None:
+        self.connection = Connection(url)
+        self.producer = Producer(
+            self.connection.default_channel, exchange=get_exchange(self.connection)
+        )
+
+    def send(self, message: Message) -> None:
+        self.producer.publish(
+            message.body,
+            routing_key=message.routing_key,
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"hostname": message.hostname},
+            delivery_mode=1,
+        )
+
+    def close(self) -> None:
+        self.connection.release()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def publish(storm: Storm, url: str) -> float:
-    """Publish every message on the broker's event exchange; return the seconds it took."""
-    with Connection(url) as conn:
-        producer = Producer(conn.default_channel, exchange=get_exchange(conn))
+    """Publish every message, as fast as it goes; return the seconds it took."""
+    with Publisher(url) as publisher:
         started = time.perf_counter()
         for message in storm.messages:
-            producer.publish(
-                message.body,
-                routing_key=message.routing_key,
-                content_type="application/json",
-                content_encoding="utf-8",
-                headers={"hostname": message.hostname},
-                delivery_mode=1,
-            )
+            publisher.send(message)
         return time.perf_counter() - started
 
 
 def describe(storm: Storm) -> str:
     """One line saying what the storm holds."""
+    spec = storm.spec
     by_type = ", ".join(f"{etype} {n}" for etype, n in sorted(storm.counts.items()))
+    routing = f"{spec.queues} queues per name" if spec.queues else "one queue per name"
+    mix = ""
+    if set(storm.outcomes) != {"success"}:
+        mix = " outcomes " + ", ".join(f"{o} {n}" for o, n in storm.outcomes.most_common()) + ";"
     return (
-        f"{storm.spec.tasks} tasks, {storm.events} events in {len(storm.messages)} messages "
-        f"({storm.size / 1e6:.1f} MB of JSON), {storm.spec.names} task names, "
-        f"{storm.spec.workers} workers, batch {storm.spec.batch}: {by_type}"
+        f"{spec.tasks} tasks, {storm.events} events in {len(storm.messages)} messages "
+        f"({storm.size / 1e6:.1f} MB of JSON), {spec.names} task names, {routing}, "
+        f"{spec.workers} workers, batch {spec.batch}, seed {spec.seed}:{mix} {by_type}"
     )
 
 
-def spec_arguments(parser: argparse.ArgumentParser) -> None:
-    """The storm's options, shared with the runner."""
-    d = StormSpec()
-    parser.add_argument("--tasks", type=int, default=d.tasks, help="tasks (4 events each)")
-    parser.add_argument("--names", type=int, default=d.names, help="distinct task names")
-    parser.add_argument("--workers", type=int, default=d.workers, help="worker hostnames")
-    parser.add_argument("--clients", type=int, default=d.clients, help="producers of task-sent")
-    parser.add_argument("--batch", type=int, default=d.batch, help="events per worker message")
+def spec_arguments(parser: argparse.ArgumentParser, base: StormSpec | None = StormSpec()) -> None:
+    """The storm's options, shared with the runner.
+
+    With ``base`` None every option defaults to None, so a runner can fill what was not
+    given from the defaults of each of its modes (see ``spec_from``).
+    """
+
+    def default(name: str) -> object:
+        return None if base is None else getattr(base, name)
+
+    def add(flag: str, kind: type, help: str) -> None:
+        name = flag[2:].replace("-", "_")
+        parser.add_argument(flag, type=kind, default=default(name), help=help)
+
+    add("--tasks", int, "tasks")
+    add("--names", int, "distinct task names")
+    add("--workers", int, "worker hostnames")
+    add("--clients", int, "producers of task-sent")
+    add("--batch", int, "events per worker message")
+    add("--sent-batch", int, "events per task-sent message")
+    add("--rate", float, "simulated tasks per second")
+    add("--heartbeat", float, "heartbeat interval, 0 for none")
+    add("--seed", int, "random seed")
+    add("--queues", int, "0: one queue per task name; N: every task to one of N queues")
     parser.add_argument(
-        "--sent-batch", type=int, default=d.sent_batch, help="events per task-sent message"
+        "--outcomes",
+        type=parse_outcomes,
+        default=default("outcomes"),
+        help=f"'all', or a mix like success=90,failure=10; outcomes: {', '.join(OUTCOMES)}",
     )
-    parser.add_argument("--rate", type=float, default=d.rate, help="simulated tasks per second")
-    parser.add_argument(
-        "--heartbeat", type=float, default=d.heartbeat, help="heartbeat interval, 0 for none"
-    )
-    parser.add_argument("--seed", type=int, default=d.seed)
 
 
-def spec_from(args: argparse.Namespace) -> StormSpec:
-    return StormSpec(
-        tasks=args.tasks,
-        names=args.names,
-        workers=args.workers,
-        clients=args.clients,
-        batch=args.batch,
-        sent_batch=args.sent_batch,
-        rate=args.rate,
-        heartbeat=args.heartbeat,
-        seed=args.seed,
-    )
+def spec_from(args: argparse.Namespace, base: StormSpec | None = None) -> StormSpec:
+    """The spec the options ask for; options left at None take ``base``'s values."""
+    base = base or StormSpec()
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(StormSpec)
+        if getattr(args, f.name, None) is not None
+    }
+    return dataclasses.replace(base, **given)
 
 
 def main(argv: list[str] | None = None) -> int:

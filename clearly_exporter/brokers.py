@@ -8,7 +8,8 @@ demo's workers, producer and exporter need to share.
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit
+import re
+from urllib.parse import unquote, urlsplit
 
 #: URL scheme → the ``messaging.system`` name of the broker behind it.
 SCHEMES: dict[str, str] = {
@@ -46,7 +47,20 @@ def validate(url: str) -> str:
     if scheme not in SCHEMES:
         known = ", ".join(sorted(SCHEMES))
         raise BrokerURLError(f"unknown broker scheme {scheme!r}; use one of: {known}")
+    check_password_encoding(url)
     return scheme
+
+
+def check_password_encoding(url: str, what: str = "broker URL") -> None:
+    """Refuse an ``@`` after the host: a password with unencoded ``/ ? #``, which kombu
+    and Celery would read in part as the port or path, and quote in their errors."""
+    for part in _URLS.split(url):
+        netloc = urlsplit(part).netloc
+        if netloc and "@" not in netloc and "@" in part.partition("://")[2]:
+            raise BrokerURLError(
+                f"{what} {redact_url(url)!r} has an '@' after its host: percent-encode "
+                "/ ? # in the password (%2F %3F %23)"
+            )
 
 
 def messaging_system(url: str) -> str:
@@ -75,10 +89,36 @@ def connection_config(url: str, transport_options: dict | None = None) -> tuple[
     return url, options
 
 
+#: Where a list of URLs (sentinel's ``a;b``) splits: a ``;`` before another scheme.
+_URLS = re.compile(r";(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def _userinfo(url: str) -> tuple[str, str, str | None, str]:
+    """``(scheme, user, password, rest)`` of one URL; the last ``@`` ends the userinfo,
+    so a password with unencoded reserved characters is still all of the password."""
+    scheme, sep, after = url.partition("://")
+    userinfo, at, rest = after.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not (sep and at and colon):
+        return scheme, "", None, after
+    return scheme, user, password, rest
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """The URL (or ``;``-separated URLs) with every password replaced, for logs and errors."""
+    out = []
+    for part in _URLS.split(url):
+        scheme, user, password, rest = _userinfo(part)
+        out.append(part if password is None else f"{scheme}://{user}:***@{rest}")
+    return ";".join(out)
+
+
+def url_passwords(url: str | None) -> set[str]:
+    """The passwords in a URL (or ``;``-separated URLs), as written and percent-decoded:
+    libraries quote either form in their messages."""
+    found: set[str] = set()
+    for part in _URLS.split(url or ""):
+        password = _userinfo(part)[2]
+        if password:
+            found.update((password, unquote(password)))
+    return found

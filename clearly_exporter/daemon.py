@@ -14,6 +14,7 @@ from clearly_exporter.api.routes import Api
 from clearly_exporter.api.stream import StreamHub
 from clearly_exporter.brokers import connection_config, messaging_system, redact_url
 from clearly_exporter.engine import Engine, EngineConfig
+from clearly_exporter.gcpolicy import FreezingGc
 from clearly_exporter.metrics.collector import EngineCollector
 from clearly_exporter.metrics.queues import QueueProbe
 from clearly_exporter.server import HttpServer
@@ -54,6 +55,7 @@ class Daemon:
         self.settings = settings
         url, options = connection_config(settings.broker, settings.transport_options)
         self.engine = Engine(settings.engine, trace_id_hex if settings.tracing else None)
+        self.engine.on_tick(FreezingGc().tick)
         self.tracing = None
         if settings.tracing is not None:
             system = messaging_system(settings.broker)

@@ -1,10 +1,20 @@
-"""Logging set-up: plain text for terminals, one JSON object a line for collectors."""
+"""Logging set-up: plain text for terminals, one JSON object a line for collectors.
+
+Every record, the exporter's or a library's, warnings and crashed threads included,
+passes one handler that masks the exporter's secrets before anything is written.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import threading
+from collections.abc import Iterable
+
+from clearly_exporter.masking import Masker
+
+_PLAIN = logging.Formatter()
 
 
 class JsonFormatter(logging.Formatter):
@@ -17,20 +27,56 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup(level: str, fmt: str) -> None:
+class MaskSecrets(logging.Filter):
+    """Masks secrets in a record's message and traceback, before any formatter (so JSON
+    escaping cannot hide a secret from the mask)."""
+
+    def __init__(self, mask: Masker) -> None:
+        super().__init__()
+        self.mask = mask
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.mask(record.getMessage()), None
+        if record.exc_info:
+            record.exc_text = _PLAIN.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = self.mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.mask(record.stack_info)
+        return True
+
+
+def _log_thread_death(args: threading.ExceptHookArgs) -> None:
+    """A thread's uncaught exception goes through the handler too, masked and formatted."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    exc_info = (args.exc_type, args.exc_value, args.exc_traceback)
+    logging.getLogger("clearly_exporter").error("thread %s died", name, exc_info=exc_info)
+
+
+def setup(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    mask = Masker(secrets)
+    if mask:
+        handler.addFilter(MaskSecrets(mask))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)
+    threading.excepthook = _log_thread_death
     if level.upper() != "DEBUG":
         for noisy in ("kombu", "amqp", "celery", "aiohttp.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

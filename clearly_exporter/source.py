@@ -21,8 +21,9 @@ from celery import Celery
 from celery.events.event import get_exchange
 from kombu import Connection, Consumer, Queue
 
-from clearly_exporter.brokers import redact_url
+from clearly_exporter.brokers import redact_url, url_passwords
 from clearly_exporter.engine import Engine
+from clearly_exporter.masking import Masker, secret_values
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class EventSource(threading.Thread):
         self.clock = clock
         self.health = BrokerHealth()
         self._stop_event = threading.Event()
+        #: The reason is served on /healthz: no password may reach it, however quoted.
+        self._mask = Masker(url_passwords(config.url) | secret_values(config.transport_options))
         self._control = Celery(broker=config.url, set_as_current=False).control
 
     def stop(self) -> None:
@@ -109,7 +112,7 @@ class EventSource(threading.Thread):
                 backoff = 1.0
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}".replace(self.config.url, "<broker>")
-                reason = reason.replace("\n", " ")[:300]
+                reason = self._mask(reason).replace("\n", " ")[:300]
                 if self.health.connected or self.health.reason != reason:
                     log.warning("broker %s unavailable: %s", redact_url(self.config.url), reason)
                 self.health.down(reason)

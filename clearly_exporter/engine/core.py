@@ -272,6 +272,7 @@ class Engine:
     def _evict(self) -> None:
         uuid, rec = self._tasks.popitem(last=False)
         self._unlabelled.pop(uuid, None)
+        rec.pending = None
         self.metrics.forget(uuid)
         self.tasks_evicted += 1
         for listener in self._evicted:

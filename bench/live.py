@@ -1,0 +1,597 @@
+"""Memory, scrape and freshness modes: the exporter measured while events flow to it live.
+
+- memory: a storm published in chunks, each waited for until the exporter (and a bare
+  receiver, the control) has consumed it, so no backlog inflates the figures; RSS
+  against tasks tracked after every chunk.
+- scrape: a storm that gives every (name, queue, state) series; then ``/metrics`` timed
+  while a paced publisher feeds the exporter, and the exporter's ingest rate over a
+  backlog with and without one scrape a second.
+- freshness: marker tasks published while a paced publisher feeds the exporter, each
+  timed from its publication until ``/api/tasks/<uuid>`` shows it SUCCESS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import http.client
+import json
+import math
+import os
+import signal
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery.utils.time import utcoffset
+from kombu.utils.json import dumps
+from procs import (
+    BareReceiver,
+    BenchError,
+    Consumer,
+    Exporter,
+    freeze,
+    memory_kb,
+    parse_metrics,
+    settle,
+    subscribed,
+    total,
+    wait_for,
+)
+from storm import Message, Publisher, Storm, StormSpec, build_storm, describe, publish
+
+#: Messages published between two waits for the consumers to catch up (~24k events).
+CHUNK = 1000
+#: How often a consumer's count is asked while waiting for it to catch up.
+POLL = 0.05
+#: Prometheus's default scrape_timeout: a longer scrape would fail.
+SCRAPE_TIMEOUT = 10.0
+MARKER_NAME = "bench.marker"
+MARKER_HOST = "celery@bench-marker"
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile, nearest rank (p99 of 50 values is the largest)."""
+    ordered = sorted(values)
+    return ordered[max(math.ceil(p / 100 * len(ordered)) - 1, 0)]
+
+
+def spread(values: Sequence[float], scale: float = 1000.0) -> dict[str, float]:
+    """p50, p90, p99 and max of ``values`` times ``scale`` (seconds to ms by default)."""
+    if not values:
+        return {}
+    return {
+        "n": len(values),
+        "p50": statistics.median(values) * scale,
+        "p90": percentile(values, 90) * scale,
+        "p99": percentile(values, 99) * scale,
+        "max": max(values) * scale,
+    }
+
+
+def spread_text(s: dict[str, float], unit: str = "ms") -> str:
+    if not s:
+        return "none"
+    return (
+        f"p50 {s['p50']:.1f} {unit}, p90 {s['p90']:.1f}, p99 {s['p99']:.1f}, "
+        f"max {s['max']:.1f} (n={s['n']})"
+    )
+
+
+class PacedPublisher(threading.Thread):
+    """Publishes messages at a steady event rate on a connection of its own."""
+
+    def __init__(self, url: str, messages: list[Message], rate: float) -> None:
+        super().__init__(name="paced-publisher", daemon=True)
+        self.url = url
+        self.messages = messages
+        self.rate = rate
+        self.events = 0
+        self.seconds = 0.0
+        self.behind = 0.0
+        self.halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with Publisher(self.url) as publisher:
+                started = time.monotonic()
+                for message in self.messages:
+                    due = started + self.events / self.rate
+                    ahead = due - time.monotonic()
+                    # Pacing, not synchronisation: hold the rate, stop early if told.
+                    if ahead > 0 and self.halt.wait(ahead):
+                        break
+                    self.behind = max(self.behind, -ahead)
+                    publisher.send(message)
+                    self.events += message.events
+                self.seconds = time.monotonic() - started
+        except BaseException as exc:
+            self.error = exc
+
+    @property
+    def achieved(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+    def finish(self) -> None:
+        """Stop early if still going; re-raise what went wrong in the thread."""
+        self.halt.set()
+        self.join(60)
+        if self.error is not None:
+            raise BenchError(f"the paced publisher failed: {self.error!r}")
+
+
+class Scraper(threading.Thread):
+    """GETs /metrics every ``every`` seconds, as Prometheus would, and times each.
+
+    A scrape longer than the interval is followed by the next scheduled one (missed
+    ticks are skipped, as Prometheus does).
+    """
+
+    def __init__(self, exporter: Exporter, every: float, count: int | None = None) -> None:
+        super().__init__(name="scraper", daemon=True)
+        self.exporter = exporter
+        self.every = every
+        self.count = count
+        self.seconds: list[float] = []
+        self.bytes = 0
+        self.halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            start = time.monotonic()
+            tick = 0
+            while not self.halt.is_set() and (self.count is None or len(self.seconds) < self.count):
+                began = time.perf_counter()
+                status, body = self.exporter.get("/metrics")
+                self.seconds.append(time.perf_counter() - began)
+                if status != 200:
+                    raise BenchError(f"/metrics answered {status}")
+                self.bytes = len(body)
+                if self.every <= 0:
+                    continue
+                tick = max(tick + 1, math.ceil((time.monotonic() - start) / self.every))
+                wait = start + tick * self.every - time.monotonic()
+                if wait > 0 and self.halt.wait(wait):
+                    break
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self) -> None:
+        self.halt.set()
+        self.join(120)
+        if self.error is not None:
+            raise BenchError(f"the scraper failed: {self.error!r}")
+
+
+def caught_up(consumers: Sequence[Consumer], events: int, timeout: float) -> None:
+    """Wait until every consumer has counted ``events``."""
+    for consumer in consumers:
+
+        def done(consumer: Consumer = consumer) -> bool:
+            consumer.check_alive()
+            return consumer.count() >= events
+
+        wait_for(f"{consumer.name} to count {events:,} events", done, timeout, POLL)
+
+
+def publish_in_step(
+    url: str,
+    messages: list[Message],
+    consumers: Sequence[Consumer],
+    base: int,
+    timeout: float,
+    after_chunk: Callable[[], None] | None = None,
+) -> None:
+    """Publish CHUNK messages at a time, each time waiting for the consumers to catch up.
+
+    ``base`` is the events each consumer had counted before; ``after_chunk`` is called
+    once they have caught up with each chunk.
+    """
+    published = base
+    with Publisher(url) as publisher:
+        for first in range(0, len(messages), CHUNK):
+            for message in messages[first : first + CHUNK]:
+                publisher.send(message)
+                published += message.events
+            caught_up(consumers, published, timeout)
+            if after_chunk is not None:
+                after_chunk()
+
+
+def start_exporter(
+    args: argparse.Namespace, r: redis.Redis, db: int, max_tasks: int, log: Path
+) -> Exporter:
+    exporter = Exporter(args.broker, max_tasks, args.exporter_arg, log)
+    try:
+        subscribed(exporter, r, db)
+        settle(exporter)
+    except BaseException:
+        exporter.stop()
+        raise
+    return exporter
+
+
+def fit(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y against x."""
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
+
+
+# --- memory ---------------------------------------------------------------------------
+
+
+def memory(args: argparse.Namespace, storm: Storm, r: redis.Redis, db: int, workdir: Path) -> dict:
+    """RSS against tasks tracked, the storm published in step with the consumers."""
+    max_tasks = args.max_tasks or 1_000_000
+    print(f"memory: {describe(storm)}; exporter --max-tasks {max_tasks:,}", flush=True)
+    exporter = start_exporter(args, r, db, max_tasks, workdir / "memory_exporter.log")
+    bare = BareReceiver(args.broker, workdir / "memory_bare.log")
+    try:
+        subscribed(bare, r, db)
+        settle(bare)
+        start = {c.name: memory_kb(c.pid, "VmRSS") for c in (exporter, bare)}
+        points: list[tuple[int, int, int]] = [(0, start[exporter.name], start[bare.name])]
+
+        def note() -> None:
+            tracked = int(exporter.stats()["tasks_stored"])
+            points.append((tracked, memory_kb(exporter.pid, "VmRSS"), memory_kb(bare.pid, "VmRSS")))
+
+        began = time.monotonic()
+        publish_in_step(args.broker, storm.messages, (exporter, bare), 0, args.timeout, note)
+        seconds = time.monotonic() - began
+        samples = exporter.metrics()
+        tracked = int(total(samples, "clearly_exporter_tasks_tracked"))
+        evicted = int(total(samples, "clearly_exporter_tasks_evicted_total"))
+        end = {c.name: memory_kb(c.pid, "VmRSS") for c in (exporter, bare)}
+        peak = {c.name: memory_kb(c.pid, "VmHWM") for c in (exporter, bare)}
+    finally:
+        exporter.stop()
+        bare.stop()
+    grown = (end[exporter.name] - start[exporter.name]) * 1024
+    bare_grown = (end[bare.name] - start[bare.name]) * 1024
+    slope = fit([(t, kb * 1024) for t, kb, _ in points if t > 0])
+    out = {
+        "storm": {**asdict(storm.spec), "events": storm.events},
+        "max_tasks": max_tasks,
+        "tasks_tracked": tracked,
+        "tasks_evicted": evicted,
+        "publish_seconds": seconds,
+        "rss_start_kb": start,
+        "rss_end_kb": end,
+        "peak_rss_kb": peak,
+        "growth_per_100k_mb": grown / tracked * 100_000 / 2**20,
+        "peak_growth_per_100k_mb": (peak[exporter.name] - start[exporter.name])
+        / 1024
+        / tracked
+        * 100_000,
+        "bytes_per_task": grown / tracked,
+        "bytes_per_task_slope": slope,
+        "bare_growth_mb": bare_grown / 2**20,
+        "points": points,
+    }
+    print(
+        f"memory: {tracked:,} tasks tracked ({evicted} evicted), published in step in "
+        f"{seconds:.0f} s\n"
+        f"  exporter RSS {start[exporter.name] / 1024:.0f} MB at start, "
+        f"{end[exporter.name] / 1024:.0f} MB after, peak {peak[exporter.name] / 1024:.0f} MB: "
+        f"{out['growth_per_100k_mb']:.0f} MB per 100k tasks tracked (peak-based "
+        f"{out['peak_growth_per_100k_mb']:.0f} MB), {out['bytes_per_task']:,.0f} bytes per "
+        f"finished task ({slope:,.0f} by the slope over {len(points) - 1} chunks)\n"
+        f"  bare receiver (control, keeps nothing): {start[bare.name] / 1024:.0f} MB at start, "
+        f"{end[bare.name] / 1024:.0f} MB after ({out['bare_growth_mb']:+.0f} MB)",
+        flush=True,
+    )
+    return out
+
+
+# --- scrape ---------------------------------------------------------------------------
+
+
+@dataclass
+class Ingest:
+    """A backlog drained by the exporter, timed by the exporter's own last-event stamp."""
+
+    events: int
+    seconds: float
+    scrapes: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def last_event(exporter: Exporter) -> float:
+    """When the exporter received its last event (wall clock, its own stamp)."""
+    return total(exporter.metrics(), "clearly_exporter_last_event_timestamp_seconds")
+
+
+def ingest(
+    exporter: Exporter, storm: Storm, url: str, scrape_every: float | None, timeout: float
+) -> Ingest:
+    """Freeze, publish the storm as a backlog, thaw; time until its last event was received.
+
+    The end is the exporter's ``clearly_exporter_last_event_timestamp_seconds`` (the
+    receive time of its last event), so asking whether it is done, every POLL seconds
+    through the cheap /api/stats, never has to be precise.
+    """
+    base = exporter.count()
+    freeze(exporter)
+    publish(storm, url)
+    scraper = Scraper(exporter, scrape_every) if scrape_every else None
+    thawed = time.time()
+    os.kill(exporter.pid, signal.SIGCONT)
+    if scraper is not None:
+        scraper.start()
+    try:
+        caught_up((exporter,), base + storm.events, timeout)
+    finally:
+        if scraper is not None:
+            scraper.finish()
+    return Ingest(storm.events, last_event(exporter) - thawed, scraper.seconds if scraper else [])
+
+
+def scrape(
+    args: argparse.Namespace, spec: StormSpec, r: redis.Redis, db: int, workdir: Path
+) -> dict:
+    """Series of every (name, queue, state); scrape times under load; ingest with scrapes."""
+    prime = build_storm(spec)
+    loads = [build_storm(dataclasses.replace(spec, seed=spec.seed + k)) for k in (1, 2)]
+    print(f"scrape: prime storm {describe(prime)}", flush=True)
+    max_tasks = args.max_tasks or (spec.tasks * 3 + args.scrape_count * 20_000) * 11 // 10
+    exporter = start_exporter(args, r, db, max_tasks, workdir / "scrape_exporter.log")
+    try:
+        publish_in_step(args.broker, prime.messages, (exporter,), 0, args.timeout)
+        idle = Scraper(exporter, 0.0, 5)
+        idle.run()
+        body = exporter.get("/metrics")[1].decode()
+        samples = parse_metrics(body)
+        families = {
+            name: sum(1 for n, _, _ in samples if n.startswith(name))
+            for name in ("celery_tasks_total", "celery_task_", "celery_worker_", "celery_tasks_in")
+        }
+        states = sorted({lab["state"] for n, lab, _ in samples if n == "celery_tasks_total"})
+        names = {lab["name"] for n, lab, _ in samples if n == "celery_tasks_total"}
+        queues = {lab["queue"] for n, lab, _ in samples if n == "celery_tasks_total"}
+        print(
+            f"scrape: after the prime storm, /metrics has {len(samples):,} samples "
+            f"({len(body) / 1e6:.1f} MB): {len(names)} names x {len(queues)} queues, states "
+            f"{', '.join(states)}; idle scrapes {spread_text(spread(idle.seconds))}",
+            flush=True,
+        )
+        plain = ingest(exporter, loads[0], args.broker, None, args.timeout)
+        print(f"scrape: backlog drained without scrapes at {plain.rate:,.0f} events/s", flush=True)
+        scraped = ingest(exporter, loads[1], args.broker, args.scrape_every, args.timeout)
+        print(
+            f"scrape: backlog drained with a scrape every {args.scrape_every:g} s at "
+            f"{scraped.rate:,.0f} events/s ({len(scraped.scrapes)} scrapes: "
+            f"{spread_text(spread(scraped.scrapes))})",
+            flush=True,
+        )
+        steady = steady_scrapes(args, spec, exporter, idle.seconds)
+    finally:
+        exporter.stop()
+    ratio = scraped.rate / plain.rate if plain.rate else 0.0
+    print(f"scrape: ingest rate with scrapes / without: {ratio:.2f}", flush=True)
+    return {
+        "storm": {**asdict(spec), "events": prime.events, "spans": prime.spans},
+        "max_tasks": max_tasks,
+        "samples": len(samples),
+        "bytes": len(body),
+        "families": families,
+        "states": states,
+        "names": len(names),
+        "queues": len(queues),
+        "idle_ms": spread(idle.seconds),
+        "ingest_plain": {**asdict(plain), "rate": plain.rate},
+        "ingest_scraped": {**asdict(scraped), "rate": scraped.rate},
+        "ingest_ratio": ratio,
+        "ingest_scrape_ms": spread(scraped.scrapes),
+        **steady,
+    }
+
+
+def steady_scrapes(
+    args: argparse.Namespace, spec: StormSpec, exporter: Exporter, idle: list[float]
+) -> dict:
+    """``--scrape-count`` scrapes, one every ``--scrape-every`` s, while events flow steadily."""
+    interval = max(args.scrape_every, statistics.median(idle) * 1.5)
+    seconds = args.scrape_count * interval + 5
+    per_task = 4.0
+    tasks = int(args.load_rate * seconds / per_task)
+    storm = build_storm(
+        dataclasses.replace(spec, tasks=tasks, seed=spec.seed + 3, rate=args.load_rate / per_task)
+    )
+    print(
+        f"scrape: {args.scrape_count} scrapes while publishing {storm.events:,} events at "
+        f"{args.load_rate:,.0f}/s",
+        flush=True,
+    )
+    base = exporter.count()
+    publisher = PacedPublisher(args.broker, storm.messages, args.load_rate)
+    scraper = Scraper(exporter, args.scrape_every, args.scrape_count)
+    publisher.start()
+    wait_for("the publisher's first second", lambda: publisher.events >= args.load_rate, 30)
+    scraper.start()
+    try:
+        wait_for(
+            f"{args.scrape_count} scrapes",
+            lambda: len(scraper.seconds) >= args.scrape_count or not scraper.is_alive(),
+            args.timeout,
+            0.1,
+        )
+        under_load = publisher.is_alive()
+    finally:
+        scraper.finish()
+        publisher.finish()
+    published = publisher.events
+    caught = time.monotonic()
+    caught_up((exporter,), base + published, args.timeout)
+    lag = time.monotonic() - caught
+    s = spread(scraper.seconds)
+    over = sum(1 for x in scraper.seconds if x > SCRAPE_TIMEOUT)
+    print(
+        f"scrape: under a steady {publisher.achieved:,.0f} events/s"
+        f"{'' if under_load else ' (the load ENDED before the last scrape)'}: "
+        f"{spread_text(s)}; over {SCRAPE_TIMEOUT:g} s: {over}; the exporter was "
+        f"{lag:.1f} s behind when the load stopped",
+        flush=True,
+    )
+    return {
+        "steady_scrape_ms": s,
+        "steady_scrape_bytes": scraper.bytes,
+        "steady_load_rate": publisher.achieved,
+        "steady_under_load": under_load,
+        "steady_catch_up_seconds": lag,
+        "steady_scrapes_over_timeout": over,
+    }
+
+
+# --- freshness ------------------------------------------------------------------------
+
+
+class Marker:
+    """Publishes marker tasks and polls /api/tasks/<uuid> until each shows SUCCESS."""
+
+    def __init__(self, url: str, exporter: Exporter, poll: float) -> None:
+        self.publisher = Publisher(url)
+        self.poll = poll
+        host, port = exporter.base.removeprefix("http://").split(":")
+        self.http = http.client.HTTPConnection(host, int(port), timeout=30)
+        self.clock = 0
+        self.offset = utcoffset()
+        self.sent = 0
+        self.round_trips: list[float] = []
+
+    def _body(self, task_id: str) -> bytes:
+        """The four events of a success in one list body, as a worker would batch them."""
+        now = time.time()
+        fields = {"name": MARKER_NAME, "args": "()", "kwargs": "{}"}
+        sent = {**fields, "retries": 0, "eta": None, "expires": None}
+        routing = {"queue": "celery", "exchange": "", "routing_key": "celery"}
+        steps = [
+            ("task-sent", {**sent, **routing}),
+            ("task-received", sent),
+            ("task-started", {}),
+            ("task-succeeded", {"result": "None", "runtime": 0.001}),
+        ]
+        events = []
+        for etype, extra in steps:
+            self.clock += 1
+            identity = {"hostname": MARKER_HOST, "utcoffset": self.offset, "pid": os.getpid()}
+            events.append(
+                {**identity, "clock": self.clock, "uuid": task_id, **extra}
+                | {"timestamp": now, "type": etype}
+            )
+        return dumps(events).encode()
+
+    def state(self, task_id: str) -> str | None:
+        began = time.perf_counter()
+        self.http.request("GET", f"/api/tasks/{task_id}")
+        response = self.http.getresponse()
+        body = response.read()
+        self.round_trips.append(time.perf_counter() - began)
+        return json.loads(body)["state"] if response.status == 200 else None
+
+    def delay(self, timeout: float = 60) -> float:
+        """Publish one marker; seconds until the exporter shows it SUCCESS."""
+        task_id = str(uuid.uuid4())
+        body = self._body(task_id)
+        published = time.monotonic()
+        self.publisher.send(Message("task.multi", body, MARKER_HOST, 4))
+        self.sent += 1
+        while self.state(task_id) != "SUCCESS":
+            if time.monotonic() - published > timeout:
+                raise BenchError(f"marker {task_id} not shown within {timeout:.0f} s")
+            time.sleep(self.poll)
+        return time.monotonic() - published
+
+    def close(self) -> None:
+        self.http.close()
+        self.publisher.close()
+
+
+def freshness(
+    args: argparse.Namespace, spec: StormSpec, r: redis.Redis, db: int, workdir: Path
+) -> dict:
+    """Marker delays with no load, then under a steady load of ``--load-rate`` events/s."""
+    per_task = 4.0
+    tasks = int(args.load_rate * args.freshness_seconds / per_task)
+    spec = dataclasses.replace(spec, tasks=tasks, rate=args.load_rate / per_task)
+    storm = build_storm(spec)
+    print(f"freshness: load {describe(storm)}", flush=True)
+    max_tasks = args.max_tasks or tasks * 11 // 10 + 10_000
+    exporter = start_exporter(args, r, db, max_tasks, workdir / "freshness_exporter.log")
+    marker = Marker(args.broker, exporter, args.poll_ms / 1000)
+    gap = threading.Event()
+    try:
+        idle = []
+        for _ in range(args.idle_markers):
+            idle.append(marker.delay())
+            gap.wait(args.marker_every)
+        idle_trips = list(marker.round_trips)
+        marker.round_trips.clear()
+        base = exporter.count()
+        publisher = PacedPublisher(args.broker, storm.messages, args.load_rate)
+        publisher.start()
+        wait_for("the publisher's first second", lambda: publisher.events >= args.load_rate, 30)
+        loaded = []
+        try:
+            while publisher.is_alive():
+                loaded.append(marker.delay())
+                gap.wait(args.marker_every)
+        finally:
+            publisher.finish()
+        caught_up((exporter,), base + publisher.events + 4 * len(loaded), args.timeout)
+        shown = total(exporter.metrics(), "celery_tasks_total", name=MARKER_NAME, state="SUCCESS")
+    finally:
+        marker.close()
+        exporter.stop()
+    out = {
+        "storm": {**asdict(spec), "events": storm.events},
+        "load_rate": publisher.achieved,
+        "publisher_behind_max_s": publisher.behind,
+        "idle_ms": spread(idle),
+        "loaded_ms": spread(loaded),
+        "poll_ms": args.poll_ms,
+        "poll_round_trip_idle_ms": spread(idle_trips),
+        "poll_round_trip_loaded_ms": spread(marker.round_trips),
+        "markers_sent": marker.sent,
+        "markers_in_metrics": int(shown),
+    }
+    print(
+        f"freshness: publication -> /api/tasks/<uuid> SUCCESS\n"
+        f"  idle: {spread_text(out['idle_ms'])}\n"
+        f"  under {publisher.achieved:,.0f} events/s: {spread_text(out['loaded_ms'])}\n"
+        f"  each poll's round trip: idle {spread_text(out['poll_round_trip_idle_ms'])}; "
+        f"under load {spread_text(out['poll_round_trip_loaded_ms'])}\n"
+        f"  markers counted SUCCESS on /metrics: {int(shown)} of {marker.sent}; "
+        f"publisher at most {publisher.behind * 1000:.0f} ms behind its schedule",
+        flush=True,
+    )
+    return out
+
+
+def run(
+    mode: str,
+    args: argparse.Namespace,
+    spec: StormSpec,
+    r: redis.Redis,
+    db: int,
+    workdir: Path,
+) -> dict[str, Any]:
+    if mode == "memory":
+        return memory(args, build_storm(spec), r, db, workdir)
+    if mode == "scrape":
+        return scrape(args, spec, r, db, workdir)
+    return freshness(args, spec, r, db, workdir)
