@@ -77,6 +77,8 @@ class Result:
     #: Cores Redis kept busy meanwhile (it feeds the backlog), and all other processes.
     redis_cores: float = 0.0
     other_cores: float = 0.0
+    #: CPU used by the consumer's helpers (the OTLP sink).
+    helper_cpu_seconds: float = 0.0
     spans: Spans | None = None
 
     @property
@@ -93,7 +95,7 @@ def drain(consumer: Consumer, expected: int, timeout: float, redis_pid: int) -> 
     or when the consumer says its follow-up work ended (the sink's last span), if later.
     """
     rss_before = memory_kb(consumer.pid, "VmRSS")
-    watch = CpuWatch(consumer.pid, redis_pid)
+    watch = CpuWatch(consumer.pid, redis_pid, consumer.helpers())
     start = watch.first
     os.kill(consumer.pid, signal.SIGCONT)
     last_query = 0.0
@@ -129,6 +131,7 @@ def drain(consumer: Consumer, expected: int, timeout: float, redis_pid: int) -> 
         complete=done,
         redis_cores=redis_cores,
         other_cores=other_cores,
+        helper_cpu_seconds=(end.helpers - start.helpers) / 1e9,
     )
 
 
@@ -441,7 +444,8 @@ def report(storm: Storm, rounds: list[Outcome]) -> dict:
                 + ", ".join(f"{reason} {n:,}" for reason, n in s.dropped.items())
                 + f"); events all received {s.events_seconds:.2f} s after the thaw "
                 f"({traced.events / s.events_seconds:,.0f} events/s), last span "
-                f"{traced.seconds:.2f} s after it"
+                f"{traced.seconds:.2f} s after it; the sink used "
+                f"{traced.helper_cpu_seconds:.2f} CPU s"
             )
     ms = [s * 1000 for out in rounds for s in out.scrapes.seconds]
     last = rounds[-1].scrapes

@@ -252,6 +252,10 @@ class Consumer(Child):
         """When that work ended (``time.monotonic()``), if it ends after the events."""
         return None
 
+    def helpers(self) -> tuple[int, ...]:
+        """Processes working for this one (the OTLP sink): not counted as others' load."""
+        return ()
+
     def subscription(self, r: redis.Redis, db: int) -> dict | None:
         """Redis's CLIENT LIST entry of this process's pattern-subscribed connection."""
         ports = redis_local_ports(self.pid, r.connection_pool.connection_kwargs["port"])
@@ -400,6 +404,9 @@ class TracedExporter(Exporter):
     def finished_at(self) -> float | None:
         return self.last_sink.last or None
 
+    def helpers(self) -> tuple[int, ...]:
+        return (self.sink.pid,)
+
 
 class Reading(NamedTuple):
     """CPU times at one instant, in ns: the consumer's, and what else the machine did."""
@@ -409,6 +416,7 @@ class Reading(NamedTuple):
     machine: int
     redis: int
     runner: int
+    helpers: int
 
 
 class CpuWatch:
@@ -419,9 +427,10 @@ class CpuWatch:
     shared). Times are ``time.monotonic()``, comparable with other processes' on Linux.
     """
 
-    def __init__(self, pid: int, redis_pid: int = 0) -> None:
+    def __init__(self, pid: int, redis_pid: int = 0, helpers: tuple[int, ...] = ()) -> None:
         self.pid = pid
         self.redis_pid = redis_pid
+        self.helpers = helpers
         self.first = self.last = self.last_busy = self._read()
         self.window = deque([self.first])
 
@@ -432,6 +441,7 @@ class CpuWatch:
             machine_busy_ns(),
             process_ns(self.redis_pid) if self.redis_pid else 0,
             time.process_time_ns(),
+            sum(process_ns(pid) for pid in self.helpers),
         )
 
     def sample(self) -> None:
@@ -456,12 +466,12 @@ class CpuWatch:
 
 def others_cores(start: Reading, end: Reading) -> tuple[float, float]:
     """Cores Redis kept busy between two readings, and all processes but it, the
-    watched one and the runner."""
+    watched one, its helpers and the runner."""
     seconds = end.t - start.t
     if seconds <= 0:
         return 0.0, 0.0
     others = (end.machine - start.machine) - sum(
-        getattr(end, key) - getattr(start, key) for key in ("cpu", "redis", "runner")
+        getattr(end, key) - getattr(start, key) for key in ("cpu", "redis", "runner", "helpers")
     )
     return (end.redis - start.redis) / 1e9 / seconds, max(others, 0) / 1e9 / seconds
 

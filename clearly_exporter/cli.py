@@ -13,8 +13,10 @@ import sys
 import click
 
 from clearly_exporter import __version__, logs
+from clearly_exporter.brokers import BrokerURLError, check_password_encoding, url_passwords
 from clearly_exporter.client.verbs import VERBS
 from clearly_exporter.engine import EngineConfig
+from clearly_exporter.masking import secret_values
 from clearly_exporter.options import BrokerURL, Duration, KeyValue, option, ssl_options
 from clearly_exporter.traces.options import tracing_options, tracing_settings
 
@@ -29,6 +31,33 @@ def server_options(func):
     func = option("--port", type=click.IntRange(0, 65535), default=9808, help="HTTP port.")(func)
     func = option("--host", default="0.0.0.0", help="Address the HTTP server binds.")(func)
     return func
+
+
+def web_config(path: str | None):
+    """The ``--web-config`` file, checked at start-up: a problem is a one-line usage error."""
+    from clearly_exporter import webconfig
+
+    if path is None:
+        return None
+    try:
+        return webconfig.load(path)
+    except webconfig.WebConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--web-config'") from None
+
+
+def secrets(opts: dict) -> set[str]:
+    """Every secret of the command line, for the logs to mask: whatever library quotes a
+    URL or a connection setting in a message, the password does not get written."""
+    backend = opts["backend"]
+    if backend:
+        try:
+            check_password_encoding(backend, "backend URL")
+        except BrokerURLError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--backend'") from None
+    found = url_passwords(opts["broker"]) | url_passwords(backend)
+    for pairs in (opts["transport_options"], opts["use_ssl"], opts["otlp_headers"]):
+        found |= secret_values(pairs)
+    return found
 
 
 @main.command()
@@ -116,6 +145,18 @@ def server_options(func):
 )
 @tracing_options
 @option(
+    "--web-config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TLS and basic auth for every endpoint, in the Prometheus exporter-toolkit's "
+    "web config format (/healthz stays open).",
+)
+@option(
+    "--api/--no-api",
+    default=True,
+    help="Serve the JSON API and live stream under /api; off: only /metrics, /healthz and /.",
+)
+@option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="info",
@@ -125,7 +166,7 @@ def run(**opts) -> None:
     """Consume a broker's Celery events and serve metrics on /metrics."""
     from clearly_exporter.daemon import Daemon, Settings, run_until_signalled
 
-    logs.setup(opts["log_level"], opts["log_format"])
+    logs.setup(opts["log_level"], opts["log_format"], secrets(opts))
     settings = Settings(
         broker=opts["broker"],
         host=opts["host"],
@@ -148,6 +189,8 @@ def run(**opts) -> None:
         ),
         tracing=tracing_settings(opts),
         redact=tuple(opts["redact"]),
+        api=opts["api"],
+        web=web_config(opts["web_config"]),
     )
     daemon = Daemon(settings)
     try:

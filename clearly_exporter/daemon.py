@@ -22,6 +22,7 @@ from clearly_exporter.source import EventSource, SourceConfig, queue_lifetimes
 from clearly_exporter.traces.ids import trace_id_hex
 from clearly_exporter.traces.redact import DEFAULT_PATTERNS, Redactor
 from clearly_exporter.traces.tracing import Tracing, TracingSettings
+from clearly_exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ class Settings:
     tracing: TracingSettings | None = None
     #: Redaction of values the API and its stream show (the spans' own, from ``--redact``).
     redact: tuple[str, ...] = DEFAULT_PATTERNS
+    #: Serve ``/api`` (queries and the live stream); off, no stream hub exists at all.
+    api: bool = True
+    #: TLS and basic auth of the HTTP server (``--web-config``); None: plain, open HTTP.
+    web: WebConfig | None = None
 
 
 class Daemon:
@@ -79,11 +84,19 @@ class Daemon:
             self.engine, self.source.health, self.probe, settings.queues, tracing=self.tracing
         )
         self.registry.register(self.collector)
-        redactor = Redactor(settings.redact)
-        self.hub = StreamHub(self.engine, redactor)
-        api = Api(Queries(self.engine, redactor), self.hub)
+        self.hub: StreamHub | None = None
+        api = None
+        if settings.api:
+            redactor = Redactor(settings.redact)
+            self.hub = StreamHub(self.engine, redactor)
+            api = Api(Queries(self.engine, redactor), self.hub)
         self.server = HttpServer(
-            settings.host, settings.port, self.registry, self._problem, api=api
+            settings.host,
+            settings.port,
+            self.registry,
+            self._problem,
+            api=api,
+            web_config=settings.web,
         )
 
     def _problem(self) -> str | None:
@@ -97,7 +110,8 @@ class Daemon:
             self.tracing.start()
         self.source.start()
         log.info(
-            "clearly-exporter on http://%s:%d/metrics, broker %s",
+            "clearly-exporter on %s://%s:%d/metrics, broker %s",
+            self.server.scheme,
             self.settings.host,
             self.server.port,
             redact_url(self.settings.broker),

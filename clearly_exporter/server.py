@@ -1,21 +1,26 @@
 """The HTTP server: ``/metrics``, ``/healthz``, ``/`` and the ``/api``, on a thread of its own.
 
 aiohttp on a private event loop, so a slow client never holds the consumer thread;
-the JSON API and its live stream share the one server.
+the JSON API and its live stream share the one server. With a web config, TLS and
+basic authentication cover every path; ``/healthz`` alone stays open to probes, and
+tells why it is unhealthy only to a caller who authenticated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from clearly_exporter import __version__
-from clearly_exporter.api.routes import Api
+from clearly_exporter.api.routes import Api, error
+from clearly_exporter.basicauth import BasicAuth, credentials
+from clearly_exporter.webconfig import WebConfig
 
 INDEX = """<!doctype html>
 <html><head><title>clearly-exporter</title></head><body>
@@ -24,14 +29,58 @@ INDEX = """<!doctype html>
 <ul>
 <li><a href="metrics">/metrics</a> &mdash; Prometheus metrics (OpenMetrics when asked)</li>
 <li><a href="healthz">/healthz</a> &mdash; 200 while the event consumer is connected</li>
+{api}</ul>
+</body></html>
+"""
+API_INDEX = """\
 <li><a href="api/tasks?limit=100">/api/tasks</a> &mdash; stored tasks, newest first</li>
 <li><a href="api/workers">/api/workers</a> &mdash; workers</li>
 <li><a href="api/stats">/api/stats</a> &mdash; tasks and events processed, events/s, lag</li>
 <li><a href="api/seen-tasks">/api/seen-tasks</a> &mdash; task names seen</li>
 <li><a href="api/stream">/api/stream</a> &mdash; live transitions (server-sent events)</li>
-</ul>
-</body></html>
 """
+OPEN_PATHS = frozenset({"/healthz"})
+#: Set on a request to ``OPEN_PATHS``: whether it carried valid credentials.
+AUTHORIZED = "clearly_exporter.authorized"
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="clearly-exporter", charset="UTF-8"'}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Guard:
+    """aiohttp middleware asking for basic auth on every path but ``OPEN_PATHS``.
+
+    bcrypt runs on a thread of its own: a flood of wrong passwords queues there, and
+    neither stalls the loop nor takes the threads scrapes and queries run on.
+    """
+
+    def __init__(self, auth: BasicAuth) -> None:
+        self.auth = auth
+        self._bcrypt = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clearly-bcrypt")
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        ok = await self._authorized(request.headers.get("Authorization"))
+        if ok or request.path in OPEN_PATHS:
+            request[AUTHORIZED] = ok
+            return await handler(request)
+        if request.path.startswith("/api/"):
+            response = error(401, "unauthorized: this exporter asks for a user and password")
+        else:
+            response = web.Response(status=401, text="401: Unauthorized\n")
+        response.headers.update(CHALLENGE)
+        return response
+
+    async def _authorized(self, header: str | None) -> bool:
+        creds = credentials(header)
+        if creds is None:
+            return False
+        if self.auth.remembered(*creds):
+            return True
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._bcrypt, self.auth.verify, *creds)
+
+    def close(self) -> None:
+        self._bcrypt.shutdown(wait=False, cancel_futures=True)
 
 
 class HttpServer:
@@ -44,17 +93,25 @@ class HttpServer:
         registry: CollectorRegistry,
         health: Callable[[], str | None],
         api: Api | None = None,
+        web_config: WebConfig | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.registry = registry
         self.health = health
-        self.app = web.Application()
+        web_config = web_config or WebConfig()
+        self.tls = web_config.tls
+        self.scheme = "https" if self.tls else "http"
+        self.guard = Guard(BasicAuth(web_config.users)) if web_config.users else None
+        self._index_html = INDEX.format(version=__version__, api=API_INDEX if api else "")
+        self.app = web.Application(middlewares=[self.guard.middleware] if self.guard else [])
         self.app.router.add_get("/", self._index)
         self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_get("/healthz", self._healthz)
         if api is not None:
             api.register(self.app)
+        else:
+            self.app.router.add_route("*", "/api/{tail:.*}", self._no_api)
         self._loop = asyncio.new_event_loop()
         # Streams are ended on shutdown; whatever still hangs on is not waited for.
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
@@ -65,7 +122,7 @@ class HttpServer:
     def start(self) -> None:
         """Bind and serve; raises ``OSError`` (port in use, bad address) before serving."""
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.tls)
         try:
             self._loop.run_until_complete(site.start())
         except OSError:
@@ -81,9 +138,14 @@ class HttpServer:
         future.result(timeout)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)
+        if self.guard is not None:
+            self.guard.close()
 
     async def _index(self, request: web.Request) -> web.Response:
-        return web.Response(text=INDEX.format(version=__version__), content_type="text/html")
+        return web.Response(text=self._index_html, content_type="text/html")
+
+    async def _no_api(self, request: web.Request) -> web.Response:
+        return error(404, "the API is switched off on this exporter (--no-api)")
 
     async def _metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -94,4 +156,6 @@ class HttpServer:
         problem = self.health()
         if problem is None:
             return web.Response(text="ok\n")
+        if not request.get(AUTHORIZED, True):
+            problem = "unhealthy (authenticate to see why)"
         return web.Response(status=503, text=f"{problem}\n")

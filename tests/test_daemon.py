@@ -97,6 +97,7 @@ def test_known_workload_gives_exact_counts(broker: str, queue: str, tmp_path: Pa
     failures = select(samples, "celery_task_failures_total", queue=queue)
     assert failures == {(("exception", "ValueError"), ("name", "demo.fail")): 3}
     assert select(samples, "clearly_exporter_events_invalid_total") == {(): 0.0}
+    assert select(samples, "clearly_exporter_events_lost_total") == {(): 0.0}, "no false loss"
     assert select(samples, "clearly_exporter_broker_up") == {(): 1.0}
     assert select(samples, "celery_queue_length", queue=queue) == {(): 0.0}
 

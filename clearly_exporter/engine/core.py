@@ -17,7 +17,7 @@ from clearly_exporter.engine.histogram import LAG_BUCKETS, Histogram
 from clearly_exporter.engine.inference import current_state, reach, select_attempt
 from clearly_exporter.engine.records import HAS_ETA, TaskRecord, Transition
 from clearly_exporter.engine.rules import RULES, custom_rule
-from clearly_exporter.engine.states import IN_PROGRESS
+from clearly_exporter.engine.states import IN_PROGRESS, STARTED
 from clearly_exporter.engine.task_metrics import OTHER, UNKNOWN, TaskMetrics, TaskMetricsSnapshot
 from clearly_exporter.engine.workers import WorkerRegistry, WorkerView
 
@@ -57,6 +57,7 @@ class Snapshot:
     event_lag: Histogram
     tasks_tracked: int
     tasks_evicted: int
+    events_lost: int
     last_event: float | None
     queues: set[str]
 
@@ -196,6 +197,8 @@ class Engine:
             worker = event.get("hostname")
             if type(worker) is str:
                 att.worker = worker
+                if rule.state == STARTED:
+                    self.workers.started(worker)
         if rule.retries and event.get("eta"):
             att.flags |= HAS_ETA
         if rule.runtime:
@@ -343,6 +346,7 @@ class Engine:
                 event_lag=self.event_lag.copy(),
                 tasks_tracked=len(self._tasks),
                 tasks_evicted=self.tasks_evicted,
+                events_lost=self.workers.lost,
                 last_event=self.last_event,
                 queues=set(self.queues),
             )

@@ -119,6 +119,10 @@ class WorkerRecord:
         "sw_ver",
         "sw_sys",
         "pid",
+        "base",
+        "prev",
+        "started",
+        "missing",
     )
 
     def __init__(self, hostname: str) -> None:
@@ -134,6 +138,12 @@ class WorkerRecord:
         self.sw_ver = ""
         self.sw_sys = ""
         self.pid = ""
+        #: Loss accounting: ``processed`` at the baseline and at the previous heartbeat,
+        #: task-started events seen since the baseline, and the shortfall reported.
+        self.base: int | None = None
+        self.prev = 0
+        self.started = 0
+        self.missing = 0
 
 
 class Transition(NamedTuple):

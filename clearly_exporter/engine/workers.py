@@ -48,6 +48,8 @@ class WorkerRegistry:
         self.purge_after = purge
         self._workers: OrderedDict[str, WorkerRecord] = OrderedDict()
         self.evicted = 0
+        #: Estimated task-started events never received (see ``_account``).
+        self.lost = 0
         self._watcher: WorkerWatcher | None = None
 
     def watch(self, watcher: WorkerWatcher | None) -> None:
@@ -80,7 +82,10 @@ class WorkerRegistry:
         if freq is not None and freq > 0:
             worker.freq = freq
         worker.active = integer(event, "active", worker.active)
-        worker.processed = integer(event, "processed", worker.processed)
+        processed = event.get("processed")
+        if type(processed) is int and etype != OFFLINE:
+            self._account(worker, processed)
+            worker.processed = processed
         load = event.get("loadavg")
         if isinstance(load, list) and len(load) == 3 and all(_is_number(v) for v in load):
             worker.loadavg = (float(load[0]), float(load[1]), float(load[2]))
@@ -92,6 +97,31 @@ class WorkerRegistry:
             worker.pid = str(pid)
         if self._watcher is not None:
             self._watcher(worker, etype)
+
+    def started(self, hostname: str) -> None:
+        """A task-started from ``hostname``: one task its heartbeats will count."""
+        worker = self._workers.get(hostname)
+        if worker is not None and worker.base is not None:
+            worker.started += 1
+
+    def _account(self, worker: WorkerRecord, processed: int) -> None:
+        """Compare a worker's own count of tasks started with the task-started events seen.
+
+        ``processed`` counts tasks the worker accepted since it started. Task events
+        leave the worker buffered, behind its heartbeats, so the count of the previous
+        heartbeat (two seconds old) is compared, never the fresh one. The shortfall is
+        events lost in a gap (a reconnection, a Redis output-buffer cut-off) or never
+        sent (a worker without -E); it only grows.
+        """
+        if worker.base is None or processed < worker.prev:
+            worker.base = worker.prev = processed
+            worker.started = worker.missing = 0
+            return
+        missing = worker.prev - worker.base - worker.started
+        if missing > worker.missing:
+            self.lost += missing - worker.missing
+            worker.missing = missing
+        worker.prev = processed
 
     def is_up(self, worker: WorkerRecord, now: float) -> bool:
         if worker.offline or worker.alive_at is None:

@@ -229,6 +229,12 @@ class EngineCollector(Collector):
             value=snap.events_late,
         )
         yield CounterMetricFamily(
+            "clearly_exporter_events_lost",
+            "Task-started events never received, estimated from workers' processed counts "
+            "(lost in a gap, or never sent by a worker without -E).",
+            value=snap.events_lost,
+        )
+        yield CounterMetricFamily(
             "clearly_exporter_events_invalid",
             "Events that could not be decoded or lacked required fields; skipped.",
             value=snap.events_invalid,

@@ -3,7 +3,7 @@
 import pytest
 
 from clearly_exporter.engine import Engine, EngineConfig
-from tests.engine.events import T0, worker_event
+from tests.engine.events import T0, started, worker_event
 
 
 def up(engine: Engine, now: float) -> dict[str, bool]:
@@ -70,3 +70,26 @@ def test_workers_beyond_the_limit_evict_the_least_recently_seen():
     for i, host in enumerate(["a", "b", "a", "c"]):
         engine.handle(worker_event("worker-heartbeat", host, T0 + i), T0 + i)
     assert set(up(engine, T0 + 4)) == {"a", "c"}
+
+
+def test_task_started_events_never_received_are_estimated_from_heartbeats():
+    engine = Engine()
+
+    def beat(t: float, processed: int) -> None:
+        engine.handle(worker_event("worker-heartbeat", "celery@w1", t, processed=processed), t)
+
+    beat(T0, 100)
+    for i in range(3):
+        engine.handle(started(f"t{i}", T0 + 1), T0 + 1)
+    beat(T0 + 2, 105)
+    assert engine.workers.lost == 0, "the fresh count is not compared: events lag behind"
+    for i in range(3, 5):
+        engine.handle(started(f"t{i}", T0 + 3), T0 + 3)
+    beat(T0 + 4, 110)
+    assert engine.workers.lost == 0, "5 started by the previous heartbeat, 5 seen"
+    beat(T0 + 6, 110)
+    assert engine.workers.lost == 5, "10 started by then, only 5 ever seen"
+    beat(T0 + 8, 3)
+    beat(T0 + 10, 3)
+    assert engine.workers.lost == 5, "a restarted worker starts a new baseline"
+    assert engine.snapshot(T0 + 10).events_lost == 5

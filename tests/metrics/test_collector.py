@@ -59,6 +59,7 @@ def test_every_family_of_the_contract_is_rendered():
         "clearly_exporter_events_total",
         "clearly_exporter_events_late_total",
         "clearly_exporter_events_invalid_total",
+        "clearly_exporter_events_lost_total",
         "clearly_exporter_event_lag_seconds_bucket",
         "clearly_exporter_broker_up",
         "clearly_exporter_broker_reconnects_total",
