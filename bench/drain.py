@@ -177,8 +177,8 @@ def exporter_checks(exporter: Exporter, storm: Storm) -> list[str]:
         if n == "celery_tasks_total" and "name" in lab:
             queues.setdefault(lab["name"], set()).add(lab.get("queue", ""))
 
-    def count(name: str, **labels: str) -> int:
-        return int(total(samples, name, **labels))
+    def count(metric: str, /, **labels: str) -> int:
+        return int(total(samples, metric, **labels))
 
     lines.append(
         f"tasks tracked {count('clearly_exporter_tasks_tracked')} of {storm.spec.tasks}, "

@@ -18,11 +18,13 @@ import http.client
 import json
 import math
 import os
+import re
 import signal
 import statistics
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +46,16 @@ from procs import (
     total,
     wait_for,
 )
-from storm import Message, Publisher, Storm, StormSpec, build_storm, describe, publish
+from storm import (
+    Message,
+    Publisher,
+    Storm,
+    StormSpec,
+    build_storm,
+    describe,
+    publish,
+    renamed,
+)
 
 #: Messages published between two waits for the consumers to catch up (~24k events).
 CHUNK = 1000
@@ -53,6 +64,10 @@ POLL = 0.05
 #: Prometheus's default scrape_timeout: a longer scrape would fail.
 SCRAPE_TIMEOUT = 10.0
 MARKER_NAME = "bench.marker"
+#: Sample-name suffixes that belong to a family's name.
+FAMILY = re.compile(r"_(bucket|sum|count|total|created)$")
+#: Task ids of a paced storm start with this; each round after the first rewrites them.
+PACED_PREFIX = "c0ffee00"
 MARKER_HOST = "celery@bench-marker"
 
 
@@ -85,14 +100,23 @@ def spread_text(s: dict[str, float], unit: str = "ms") -> str:
 
 
 class PacedPublisher(threading.Thread):
-    """Publishes messages at a steady event rate on a connection of its own."""
+    """Publishes a storm at a steady event rate on a connection of its own.
 
-    def __init__(self, url: str, messages: list[Message], rate: float) -> None:
+    It goes round the storm again (as new tasks: its ids rewritten, see
+    ``storm.renamed``) until halted or ``seconds`` have passed, so a long steady load
+    needs no storm of that size.
+    """
+
+    def __init__(self, url: str, storm: Storm, rate: float, seconds: float | None = None) -> None:
         super().__init__(name="paced-publisher", daemon=True)
+        if not storm.spec.id_prefix:
+            raise BenchError("a paced storm needs an id_prefix, to go round it again")
         self.url = url
-        self.messages = messages
+        self.storm = storm
         self.rate = rate
+        self.limit = seconds
         self.events = 0
+        self.rounds = 0
         self.seconds = 0.0
         self.behind = 0.0
         self.halt = threading.Event()
@@ -101,26 +125,36 @@ class PacedPublisher(threading.Thread):
     def run(self) -> None:
         try:
             with Publisher(self.url) as publisher:
-                started = time.monotonic()
-                for message in self.messages:
-                    due = started + self.events / self.rate
-                    ahead = due - time.monotonic()
-                    # Pacing, not synchronisation: hold the rate, stop early if told.
-                    if ahead > 0 and self.halt.wait(ahead):
-                        break
-                    self.behind = max(self.behind, -ahead)
-                    publisher.send(message)
-                    self.events += message.events
-                self.seconds = time.monotonic() - started
+                self._publish(publisher)
         except BaseException as exc:
             self.error = exc
+
+    def _publish(self, publisher: Publisher) -> None:
+        started = time.monotonic()
+        prefix = self.storm.spec.id_prefix
+        while True:
+            for message in self.storm.messages:
+                due = started + self.events / self.rate
+                now = time.monotonic()
+                if self.limit is not None and now - started >= self.limit:
+                    return
+                # Pacing, not synchronisation: hold the rate, stop early if told.
+                if due > now and self.halt.wait(due - now):
+                    return
+                self.behind = max(self.behind, now - due)
+                if self.rounds:
+                    message = renamed(message, prefix, f"{self.rounds:08x}")
+                publisher.send(message)
+                self.events += message.events
+                self.seconds = time.monotonic() - started
+            self.rounds += 1
 
     @property
     def achieved(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
 
     def finish(self) -> None:
-        """Stop early if still going; re-raise what went wrong in the thread."""
+        """Stop if still going; re-raise what went wrong in the thread."""
         self.halt.set()
         self.join(60)
         if self.error is not None:
@@ -348,7 +382,7 @@ def scrape(
     prime = build_storm(spec)
     loads = [build_storm(dataclasses.replace(spec, seed=spec.seed + k)) for k in (1, 2)]
     print(f"scrape: prime storm {describe(prime)}", flush=True)
-    max_tasks = args.max_tasks or (spec.tasks * 3 + args.scrape_count * 20_000) * 11 // 10
+    max_tasks = args.max_tasks or 1_000_000
     exporter = start_exporter(args, r, db, max_tasks, workdir / "scrape_exporter.log")
     try:
         publish_in_step(args.broker, prime.messages, (exporter,), 0, args.timeout)
@@ -356,17 +390,17 @@ def scrape(
         idle.run()
         body = exporter.get("/metrics")[1].decode()
         samples = parse_metrics(body)
-        families = {
-            name: sum(1 for n, _, _ in samples if n.startswith(name))
-            for name in ("celery_tasks_total", "celery_task_", "celery_worker_", "celery_tasks_in")
-        }
+        families = Counter(FAMILY.sub("", n) for n, _, _ in samples)
+        collect = total(samples, "clearly_exporter_scrape_duration_seconds")
         states = sorted({lab["state"] for n, lab, _ in samples if n == "celery_tasks_total"})
         names = {lab["name"] for n, lab, _ in samples if n == "celery_tasks_total"}
         queues = {lab["queue"] for n, lab, _ in samples if n == "celery_tasks_total"}
         print(
             f"scrape: after the prime storm, /metrics has {len(samples):,} samples "
             f"({len(body) / 1e6:.1f} MB): {len(names)} names x {len(queues)} queues, states "
-            f"{', '.join(states)}; idle scrapes {spread_text(spread(idle.seconds))}",
+            f"{', '.join(states)}; idle scrapes {spread_text(spread(idle.seconds))}, of which "
+            f"the exporter's collect {collect * 1000:.0f} ms; samples by family: "
+            + ", ".join(f"{name} {n:,}" for name, n in families.most_common()),
             flush=True,
         )
         plain = ingest(exporter, loads[0], args.broker, None, args.timeout)
@@ -378,7 +412,7 @@ def scrape(
             f"{spread_text(spread(scraped.scrapes))})",
             flush=True,
         )
-        steady = steady_scrapes(args, spec, exporter, idle.seconds)
+        steady = steady_scrapes(args, spec, exporter)
     finally:
         exporter.stop()
     ratio = scraped.rate / plain.rate if plain.rate else 0.0
@@ -388,7 +422,8 @@ def scrape(
         "max_tasks": max_tasks,
         "samples": len(samples),
         "bytes": len(body),
-        "families": families,
+        "families": dict(families.most_common()),
+        "collect_ms": collect * 1000,
         "states": states,
         "names": len(names),
         "queues": len(queues),
@@ -401,24 +436,15 @@ def scrape(
     }
 
 
-def steady_scrapes(
-    args: argparse.Namespace, spec: StormSpec, exporter: Exporter, idle: list[float]
-) -> dict:
+def steady_scrapes(args: argparse.Namespace, spec: StormSpec, exporter: Exporter) -> dict:
     """``--scrape-count`` scrapes, one every ``--scrape-every`` s, while events flow steadily."""
-    interval = max(args.scrape_every, statistics.median(idle) * 1.5)
-    seconds = args.scrape_count * interval + 5
-    per_task = 4.0
-    tasks = int(args.load_rate * seconds / per_task)
-    storm = build_storm(
-        dataclasses.replace(spec, tasks=tasks, seed=spec.seed + 3, rate=args.load_rate / per_task)
-    )
+    storm = build_storm(dataclasses.replace(spec, seed=spec.seed + 3, id_prefix=PACED_PREFIX))
     print(
-        f"scrape: {args.scrape_count} scrapes while publishing {storm.events:,} events at "
-        f"{args.load_rate:,.0f}/s",
+        f"scrape: {args.scrape_count} scrapes while publishing at {args.load_rate:,.0f} events/s",
         flush=True,
     )
     base = exporter.count()
-    publisher = PacedPublisher(args.broker, storm.messages, args.load_rate)
+    publisher = PacedPublisher(args.broker, storm, args.load_rate)
     scraper = Scraper(exporter, args.scrape_every, args.scrape_count)
     publisher.start()
     wait_for("the publisher's first second", lambda: publisher.events >= args.load_rate, 30)
@@ -427,31 +453,28 @@ def steady_scrapes(
         wait_for(
             f"{args.scrape_count} scrapes",
             lambda: len(scraper.seconds) >= args.scrape_count or not scraper.is_alive(),
-            args.timeout,
+            args.timeout * 4,
             0.1,
         )
-        under_load = publisher.is_alive()
     finally:
         scraper.finish()
         publisher.finish()
-    published = publisher.events
     caught = time.monotonic()
-    caught_up((exporter,), base + published, args.timeout)
+    caught_up((exporter,), base + publisher.events, args.timeout)
     lag = time.monotonic() - caught
     s = spread(scraper.seconds)
     over = sum(1 for x in scraper.seconds if x > SCRAPE_TIMEOUT)
     print(
-        f"scrape: under a steady {publisher.achieved:,.0f} events/s"
-        f"{'' if under_load else ' (the load ENDED before the last scrape)'}: "
-        f"{spread_text(s)}; over {SCRAPE_TIMEOUT:g} s: {over}; the exporter was "
-        f"{lag:.1f} s behind when the load stopped",
+        f"scrape: under a steady {publisher.achieved:,.0f} events/s "
+        f"({publisher.events:,} events): {spread_text(s)}; over {SCRAPE_TIMEOUT:g} s: "
+        f"{over}; the exporter was {lag:.1f} s behind when the load stopped",
         flush=True,
     )
     return {
         "steady_scrape_ms": s,
         "steady_scrape_bytes": scraper.bytes,
         "steady_load_rate": publisher.achieved,
-        "steady_under_load": under_load,
+        "steady_events": publisher.events,
         "steady_catch_up_seconds": lag,
         "steady_scrapes_over_timeout": over,
     }
@@ -495,26 +518,29 @@ class Marker:
             )
         return dumps(events).encode()
 
-    def state(self, task_id: str) -> str | None:
+    def view(self, task_id: str) -> dict[str, Any] | None:
+        """The exporter's view of the task, None while it does not know it."""
         began = time.perf_counter()
         self.http.request("GET", f"/api/tasks/{task_id}")
         response = self.http.getresponse()
         body = response.read()
         self.round_trips.append(time.perf_counter() - began)
-        return json.loads(body)["state"] if response.status == 200 else None
+        return json.loads(body) if response.status == 200 else None
 
-    def delay(self, timeout: float = 60) -> float:
-        """Publish one marker; seconds until the exporter shows it SUCCESS."""
+    def delay(self, timeout: float = 60) -> tuple[float, float]:
+        """Publish one marker; seconds until the API showed it SUCCESS, and until the
+        exporter received it (its ``first_seen``, a wall-clock stamp of the receipt)."""
         task_id = str(uuid.uuid4())
-        body = self._body(task_id)
+        message = Message("task.multi", self._body(task_id), MARKER_HOST, 4)
+        published_wall = time.time()
         published = time.monotonic()
-        self.publisher.send(Message("task.multi", body, MARKER_HOST, 4))
+        self.publisher.send(message)
         self.sent += 1
-        while self.state(task_id) != "SUCCESS":
+        while (view := self.view(task_id)) is None or view["state"] != "SUCCESS":
             if time.monotonic() - published > timeout:
                 raise BenchError(f"marker {task_id} not shown within {timeout:.0f} s")
             time.sleep(self.poll)
-        return time.monotonic() - published
+        return time.monotonic() - published, view["first_seen"] - published_wall
 
     def close(self) -> None:
         self.http.close()
@@ -525,27 +551,26 @@ def freshness(
     args: argparse.Namespace, spec: StormSpec, r: redis.Redis, db: int, workdir: Path
 ) -> dict:
     """Marker delays with no load, then under a steady load of ``--load-rate`` events/s."""
-    per_task = 4.0
-    tasks = int(args.load_rate * args.freshness_seconds / per_task)
-    spec = dataclasses.replace(spec, tasks=tasks, rate=args.load_rate / per_task)
+    spec = dataclasses.replace(spec, rate=args.load_rate / 4, id_prefix=PACED_PREFIX)
     storm = build_storm(spec)
     print(f"freshness: load {describe(storm)}", flush=True)
-    max_tasks = args.max_tasks or tasks * 11 // 10 + 10_000
+    expected = int(args.load_rate * args.freshness_seconds / storm.events * spec.tasks)
+    max_tasks = args.max_tasks or expected * 11 // 10 + 10_000
     exporter = start_exporter(args, r, db, max_tasks, workdir / "freshness_exporter.log")
     marker = Marker(args.broker, exporter, args.poll_ms / 1000)
     gap = threading.Event()
     try:
-        idle = []
+        idle: list[tuple[float, float]] = []
         for _ in range(args.idle_markers):
             idle.append(marker.delay())
             gap.wait(args.marker_every)
         idle_trips = list(marker.round_trips)
         marker.round_trips.clear()
         base = exporter.count()
-        publisher = PacedPublisher(args.broker, storm.messages, args.load_rate)
+        publisher = PacedPublisher(args.broker, storm, args.load_rate, args.freshness_seconds)
         publisher.start()
         wait_for("the publisher's first second", lambda: publisher.events >= args.load_rate, 30)
-        loaded = []
+        loaded: list[tuple[float, float]] = []
         try:
             while publisher.is_alive():
                 loaded.append(marker.delay())
@@ -561,8 +586,10 @@ def freshness(
         "storm": {**asdict(spec), "events": storm.events},
         "load_rate": publisher.achieved,
         "publisher_behind_max_s": publisher.behind,
-        "idle_ms": spread(idle),
-        "loaded_ms": spread(loaded),
+        "idle_ms": spread([shown for shown, _ in idle]),
+        "loaded_ms": spread([shown for shown, _ in loaded]),
+        "idle_received_ms": spread([received for _, received in idle]),
+        "loaded_received_ms": spread([received for _, received in loaded]),
         "poll_ms": args.poll_ms,
         "poll_round_trip_idle_ms": spread(idle_trips),
         "poll_round_trip_loaded_ms": spread(marker.round_trips),
@@ -570,9 +597,12 @@ def freshness(
         "markers_in_metrics": int(shown),
     }
     print(
-        f"freshness: publication -> /api/tasks/<uuid> SUCCESS\n"
+        f"freshness: publication -> /api/tasks/<uuid> shows SUCCESS\n"
         f"  idle: {spread_text(out['idle_ms'])}\n"
         f"  under {publisher.achieved:,.0f} events/s: {spread_text(out['loaded_ms'])}\n"
+        f"publication -> received by the exporter (its first_seen stamp)\n"
+        f"  idle: {spread_text(out['idle_received_ms'])}\n"
+        f"  under load: {spread_text(out['loaded_received_ms'])}\n"
         f"  each poll's round trip: idle {spread_text(out['poll_round_trip_idle_ms'])}; "
         f"under load {spread_text(out['poll_round_trip_loaded_ms'])}\n"
         f"  markers counted SUCCESS on /metrics: {int(shown)} of {marker.sent}; "

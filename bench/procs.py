@@ -161,12 +161,12 @@ def parse_metrics(text: str) -> list[Sample]:
     return samples
 
 
-def total(samples: list[Sample], name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
+def total(samples: list[Sample], metric: str, /, **labels: str) -> float:
+    """Sum of the samples of ``metric`` whose labels include ``labels``."""
     return sum(
         v
         for n, lab, v in samples
-        if n == name and all(lab.get(k) == want for k, want in labels.items())
+        if n == metric and all(lab.get(k) == want for k, want in labels.items())
     )
 
 

@@ -19,6 +19,8 @@ from clearly_exporter.engine import EngineConfig
 from clearly_exporter.masking import secret_values
 from clearly_exporter.options import BrokerURL, Duration, KeyValue, option, ssl_options
 from clearly_exporter.traces.options import tracing_options, tracing_settings
+from clearly_exporter.webconfig import WebConfig, WebConfigError
+from clearly_exporter.webconfig import load as load_web_config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -33,19 +35,17 @@ def server_options(func):
     return func
 
 
-def web_config(path: str | None):
+def web_config(path: str | None) -> WebConfig | None:
     """The ``--web-config`` file, checked at start-up: a problem is a one-line usage error."""
-    from clearly_exporter import webconfig
-
     if path is None:
         return None
     try:
-        return webconfig.load(path)
-    except webconfig.WebConfigError as exc:
+        return load_web_config(path)
+    except WebConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="'--web-config'") from None
 
 
-def secrets(opts: dict) -> set[str]:
+def known_secrets(opts: dict) -> set[str]:
     """Every secret of the command line, for the logs to mask: whatever library quotes a
     URL or a connection setting in a message, the password does not get written."""
     backend = opts["backend"]
@@ -166,7 +166,8 @@ def run(**opts) -> None:
     """Consume a broker's Celery events and serve metrics on /metrics."""
     from clearly_exporter.daemon import Daemon, Settings, run_until_signalled
 
-    logs.setup(opts["log_level"], opts["log_format"], secrets(opts))
+    web = web_config(opts["web_config"])  # user errors first, before any side effect
+    logs.setup(opts["log_level"], opts["log_format"], known_secrets(opts))
     settings = Settings(
         broker=opts["broker"],
         host=opts["host"],
@@ -190,7 +191,7 @@ def run(**opts) -> None:
         tracing=tracing_settings(opts),
         redact=tuple(opts["redact"]),
         api=opts["api"],
-        web=web_config(opts["web_config"]),
+        web=web,
     )
     daemon = Daemon(settings)
     try:

@@ -1,7 +1,7 @@
 """Logging set-up: plain text for terminals, one JSON object a line for collectors.
 
-Every record, the exporter's or a library's, warnings and crashed threads included,
-passes one handler that masks the exporter's secrets before anything is written.
+Every record, the exporter's or a library's, warnings and crashes included, passes one
+handler that masks the exporter's secrets before anything is written.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 from collections.abc import Iterable
+from types import TracebackType
 
 from clearly_exporter.masking import Masker
 
@@ -63,6 +64,11 @@ def _log_thread_death(args: threading.ExceptHookArgs) -> None:
     logging.getLogger("clearly_exporter").error("thread %s died", name, exc_info=exc_info)
 
 
+def _log_crash(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """So does an uncaught exception of the main thread (click only catches its own)."""
+    logging.getLogger("clearly_exporter").critical("crashed", exc_info=(exc_type, exc, tb))
+
+
 def setup(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -77,6 +83,7 @@ def setup(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
     root.setLevel(level.upper())
     logging.captureWarnings(True)
     threading.excepthook = _log_thread_death
+    sys.excepthook = _log_crash
     if level.upper() != "DEBUG":
         for noisy in ("kombu", "amqp", "celery", "aiohttp.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

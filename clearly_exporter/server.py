@@ -132,12 +132,14 @@ class HttpServer:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Close every connection and the loop; also of a server that never started."""
+        if self._thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+            future.result(timeout)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
         if not self._thread.is_alive():
-            return
-        future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
-        future.result(timeout)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout)
+            self._loop.close()
         if self.guard is not None:
             self.guard.close()
 

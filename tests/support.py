@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -50,15 +53,51 @@ def reachable(host: str, port: int) -> bool:
         return False
 
 
-def http_get(url: str, headers: dict | None = None, timeout: float = 10) -> tuple[int, str, dict]:
+def http_get(
+    url: str,
+    headers: dict | None = None,
+    timeout: float = 10,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, str, dict]:
+    """Status, body and headers; status 0 when no HTTP answer came (refused, TLS failed)."""
     request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return response.status, response.read().decode(), dict(response.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(), dict(exc.headers)
     except OSError:
         return 0, "", {}
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    """The ``Authorization`` header of HTTP basic authentication."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def raw_http(
+    base: str,
+    path: str,
+    headers: dict | None = None,
+    method: str = "GET",
+    context: ssl.SSLContext | None = None,
+    timeout: float = 10,
+    until: bytes | None = None,
+) -> bytes:
+    """Every byte of one response (status line, headers, body), read until the server
+    closes (or ``until`` arrives); for checking what a response carries, not what a client
+    library shows."""
+    url = urllib.parse.urlsplit(base)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {url.netloc}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    with socket.create_connection((url.hostname, url.port), timeout=timeout) as plain:
+        sock = context.wrap_socket(plain, server_hostname=url.hostname) if context else plain
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        raw = b""
+        while (until is None or until not in raw) and (chunk := sock.recv(65536)):
+            raw += chunk
+        return raw
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -130,23 +169,31 @@ class Exporter:
     args: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
     proc: Proc | None = None
+    #: How the tests' own requests reach it: a TLS context, headers (basic auth).
+    client_tls: ssl.SSLContext | None = None
+    client_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.client_tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, wait_healthy: bool = True) -> Exporter:
         cmd = [sys.executable, "-m", "clearly_exporter", "run", "--broker", self.broker]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), *self.args]
         log = self.tmp / f"exporter-{self.port}.log"
         self.proc = Proc(cmd, child_env(), log).start()
-        wait_for(lambda: http_get(self.url + "/healthz")[0] in (200, 503), 30, "exporter up")
+        wait_for(lambda: self.get("/healthz")[0] in (200, 503), 30, "exporter up")
         if wait_healthy:
-            wait_for(lambda: http_get(self.url + "/healthz")[0] == 200, 30, "exporter healthy")
+            wait_for(lambda: self.get("/healthz")[0] == 200, 30, "exporter healthy")
         return self
 
+    def get(self, path: str, **kwargs) -> tuple[int, str, dict]:
+        """``http_get`` of a path, with the client's TLS context and headers."""
+        kwargs.setdefault("headers", self.client_headers)
+        return http_get(self.url + path, context=self.client_tls, **kwargs)
+
     def scrape(self) -> Samples:
-        status, body, _ = http_get(self.url + "/metrics")
+        status, body, _ = self.get("/metrics")
         assert status == 200, body
         return parse_metrics(body)
 
@@ -180,3 +227,97 @@ class Worker:
     def stop(self) -> None:
         if self.proc:
             self.proc.stop()
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a test CA, a server certificate for 127.0.0.1 and a client's."""
+
+    folder: Path
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def client_context(self, with_cert: bool = True) -> ssl.SSLContext:
+        """A client trusting the test CA, presenting the client certificate if asked."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if with_cert:
+            context.load_cert_chain(self.client_cert, self.client_key)
+        return context
+
+
+def make_tls_files(folder: Path) -> TlsFiles:
+    """A fresh CA and the certificates it signs (EC keys: fast to make)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def issue(subject, key, issuer, signer, extensions) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(signer, hashes.SHA256())
+
+    def write(stem: str, cert: x509.Certificate, key) -> tuple[Path, Path]:
+        cert_path, key_path = folder / f"{stem}.pem", folder / f"{stem}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return cert_path, key_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = name("clearly-exporter test CA")
+    ca_cert = issue(
+        ca_name, ca_key, ca_name, ca_key, [(x509.BasicConstraints(ca=True, path_length=0), True)]
+    )
+    leaf = [(x509.BasicConstraints(ca=False, path_length=None), True)]
+    localhost = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = issue(
+        name("127.0.0.1"),
+        server_key,
+        ca_name,
+        ca_key,
+        [
+            *leaf,
+            (localhost, False),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+        ],
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_cert = issue(
+        name("scraper"),
+        client_key,
+        ca_name,
+        ca_key,
+        [*leaf, (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)],
+    )
+    ca_path, _ = write("ca", ca_cert, ca_key)
+    server = write("server", server_cert, server_key)
+    client = write("client", client_cert, client_key)
+    return TlsFiles(folder, ca_path, *server, *client)

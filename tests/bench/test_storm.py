@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import re
@@ -135,3 +136,100 @@ def test_the_same_seed_builds_the_same_storm(built):
 def test_sizes_below_one_are_refused():
     with pytest.raises(ValueError):
         storm.build_storm(storm.StormSpec(tasks=0))
+
+
+def test_queues_send_every_name_to_every_queue():
+    spec = storm.StormSpec(tasks=200, names=5, workers=3, queues=3, seed=2)
+    built = storm.build_storm(spec, now=1_700_000_000.0)
+    sent = [e for e in events_of(built) if e["type"] == "task-sent"]
+    assert all(e["queue"] == e["routing_key"] for e in sent)
+    names = {e["name"] for e in sent}
+    assert {(e["name"], e["queue"]) for e in sent} == {
+        (name, queue) for name in names for queue in ("celery", "default", "priority")
+    }
+    assert storm.queue_names(6) == ["celery", "default", "priority", "io", "q5", "q6"]
+
+
+#: The event types each outcome sends, in the order they happen.
+FATES = {
+    "success": ("task-sent", "task-received", "task-started", "task-succeeded"),
+    "failure": ("task-sent", "task-received", "task-started", "task-failed"),
+    "retry": ("task-sent", "task-received", "task-started", "task-retried", "task-sent",
+              "task-received", "task-started", "task-succeeded"),
+    "retrying": ("task-sent", "task-received", "task-started", "task-retried"),
+    "revoked": ("task-sent", "task-revoked"),
+    "rejected": ("task-sent", "task-received", "task-rejected"),
+    "started": ("task-sent", "task-received", "task-started"),
+    "received": ("task-sent", "task-received"),
+    "pending": ("task-sent",),
+}  # fmt: skip
+
+
+def test_outcomes_send_the_events_of_each_fate_in_order():
+    names, queues = 3, 2
+    spec = storm.StormSpec(
+        tasks=names * queues * len(FATES) * 2,
+        names=names,
+        workers=4,
+        queues=queues,
+        outcomes=storm.ALL_OUTCOMES,
+        heartbeat=0,
+        seed=5,
+    )
+    built = storm.build_storm(spec, now=1_700_000_000.0)
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for event in events_of(built):
+        by_task[event["uuid"]].append(event)
+    fates = Counter()
+    for events in by_task.values():
+        events.sort(key=lambda e: e["timestamp"])
+        kinds = tuple(e["type"] for e in events)
+        fate = next(f for f, expected in FATES.items() if kinds == expected)
+        fates[fate] += 1
+        for event in events:
+            if event["type"] in ("task-failed", "task-retried"):
+                last = event["traceback"].splitlines()[-1]
+                assert event["exception"].split("(")[0] == last.split(":")[0]
+        if fate == "retry":
+            again = [e for e in events if e["type"] in ("task-sent", "task-received")][2:]
+            assert [e["retries"] for e in again] == [1, 1] and again[0]["eta"]
+    # The first names x queues x outcomes tasks go through every combination once.
+    assert all(fates[fate] >= names * queues for fate in FATES)
+    assert fates == built.outcomes
+    assert built.spans == sum(n * storm.OUTCOMES[fate] for fate, n in fates.items())
+
+
+def test_renamed_makes_the_same_events_for_other_tasks():
+    spec = storm.StormSpec(tasks=100, names=4, workers=2, seed=3, id_prefix="c0ffee00")
+    built = storm.build_storm(spec, now=1_700_000_000.0)
+    before = events_of(built)
+    assert all(e["uuid"].startswith("c0ffee00-") for e in before if "uuid" in e)
+    after = []
+    for message in built.messages:
+        body = json.loads(storm.renamed(message, "c0ffee00", "00000001").body)
+        after.extend(body if isinstance(body, list) else [body])
+    assert len(after) == len(before)
+    for old, new in zip(before, after, strict=True):
+        for key in ("uuid", "root_id", "parent_id"):
+            if old.get(key):
+                assert new[key] == "00000001" + old[key][8:]
+        assert {k: v for k, v in new.items() if k not in ("uuid", "root_id", "parent_id")} == {
+            k: v for k, v in old.items() if k not in ("uuid", "root_id", "parent_id")
+        }
+
+
+def test_outcome_mixes_parse():
+    assert storm.parse_outcomes("all") == storm.ALL_OUTCOMES
+    assert storm.parse_outcomes("success=3,failure") == (("success", 3.0), ("failure", 1.0))
+    with pytest.raises(ValueError):
+        storm.parse_outcomes("exploded")
+
+
+def test_options_left_out_take_the_modes_spec():
+    parser = argparse.ArgumentParser()
+    storm.spec_arguments(parser, None)
+    args = parser.parse_args(["--tasks", "10", "--outcomes", "pending"])
+    base = storm.StormSpec(names=7, queues=2)
+    spec = storm.spec_from(args, base)
+    assert (spec.tasks, spec.names, spec.queues) == (10, 7, 2)
+    assert spec.outcomes == (("pending", 1.0),)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -193,3 +194,28 @@ def test_collector_down_never_stops_event_processing(
         "drops counted",
     )
     assert exporter.proc.popen.poll() is None
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_sigterm_flushes_spans_and_stops_in_time(
+    redis_broker: str, queue: str, tmp_path: Path, cleanup
+):
+    receiver = GrpcReceiver().start()
+    cleanup.append(receiver)
+    exporter = Exporter(redis_broker, tmp_path, ["--otlp-endpoint", receiver.endpoint])
+    cleanup.append(exporter.start())
+    worker = Worker(redis_broker, queue, tmp_path)
+    cleanup.append(worker.start())
+    app = producer(redis_broker)
+    ids = {app.send_task("demo.add", (i, i), queue=queue).id for i in range(5)}
+
+    def succeeded() -> float:
+        counts = select(exporter.scrape(), "celery_tasks_total", queue=queue, state="SUCCESS")
+        return counts.get((("name", "demo.add"),), 0)
+
+    wait_for(lambda: succeeded() == 5, 60, "five tasks counted")
+    stopping = time.monotonic()
+    assert exporter.stop() == 0
+    assert time.monotonic() - stopping < 10
+    exported = {s.attributes["celery.task.id"] for s in receiver.snapshot()}
+    assert ids <= exported, "spans still within their grace were flushed at SIGTERM"

@@ -1,0 +1,151 @@
+"""The HTTP server as deployed: basic auth on every path, TLS with client certificates,
+and ``--no-api``; each on a real exporter child process."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+
+import bcrypt
+
+from clearly_exporter.daemon import Daemon, Settings
+from tests.cluster import api_get, publish
+from tests.engine.events import received
+from tests.support import (
+    Exporter,
+    basic_auth,
+    http_get,
+    make_tls_files,
+    raw_http,
+    wait_for,
+)
+
+USER, PASSWORD = "prometheus", "right horse battery"
+
+
+def filesystem_broker(tmp_path: Path) -> str:
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    return f"filesystem://{folder}"
+
+
+def web_config(folder: Path, text: str) -> Path:
+    path = folder / "web.yml"
+    path.write_text(text)
+    return path
+
+
+def plant_task(exporter: Exporter, name: str, argument: str) -> str:
+    """A task whose args carry ``argument``, seen by the exporter (asked with credentials)."""
+    task_id = str(uuid.uuid4())
+    event = received(task_id, time.time(), name=name, args=repr((argument,)))
+
+    def stored() -> bool:
+        publish(exporter.broker, [event])  # again each time: a duplicate changes nothing
+        status, body, _ = exporter.get(f"/api/tasks/{task_id}")
+        return status == 200 and argument in body
+
+    wait_for(stored, 30, "the planted task", every=0.5)
+    return task_id
+
+
+def test_basic_auth_guards_every_path_and_leaks_nothing(tmp_path: Path, cleanup):
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    config = web_config(tmp_path, f"basic_auth_users:\n  {USER}: {hashed}\n")
+    exporter = Exporter(
+        filesystem_broker(tmp_path),
+        tmp_path,
+        ["--web-config", str(config)],
+        client_headers=basic_auth(USER, PASSWORD),
+    )
+    cleanup.append(exporter.start())
+    marker = f"planted-{uuid.uuid4().hex}"
+    task_id = plant_task(exporter, "secret.task", marker)
+
+    paths = ["/", "/metrics", "/api/tasks", f"/api/tasks/{task_id}", "/api/stream"]
+    paths += ["/api/stats", "/api/workers", "/api/seen-tasks", "/nowhere"]
+    refused = [
+        {},
+        basic_auth(USER, "wrong"),
+        basic_auth("mallory", PASSWORD),
+        basic_auth(USER, PASSWORD + " "),
+        {"Authorization": "Basic !!!"},
+        {"Authorization": f"Bearer {PASSWORD}"},
+    ]
+    for path in paths:
+        for headers in refused:
+            raw = raw_http(exporter.url, path, headers)
+            head, _, body = raw.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 401 "), (path, headers, raw[:200])
+            assert b'\r\nWWW-Authenticate: Basic realm="clearly-exporter"' in head
+            for secret in (marker, task_id, "secret.task", PASSWORD):
+                assert secret.encode() not in raw, (path, headers, secret)
+            if path.startswith("/api/"):
+                assert json.loads(body)["error"].startswith("unauthorized")
+    assert raw_http(exporter.url, "/api/reset", method="POST").startswith(b"HTTP/1.1 401 ")
+
+    stats = json.loads(exporter.get("/api/stats")[1])
+    assert stats["stream_clients"] == 0, "a refused stream never became a client"
+    assert stats["tasks_stored"] == 1, "a refused reset forgot nothing"
+    status, body, _ = exporter.get("/api/tasks")
+    assert status == 200 and marker in body, "with credentials, the same task shows"
+    assert exporter.get("/metrics")[0] == 200
+    hello = raw_http(exporter.url, "/api/stream", exporter.client_headers, until=b"event: hello")
+    assert hello.startswith(b"HTTP/1.1 200 ")
+    status, body, _ = http_get(exporter.url + "/healthz")
+    assert (status, body) == (200, "ok\n"), "/healthz stays open to probes"
+
+
+def test_tls_with_client_certificates(tmp_path: Path, cleanup):
+    tls = make_tls_files(tmp_path / "tls")
+    config = web_config(
+        tls.folder,
+        "tls_server_config:\n"
+        "  cert_file: server.pem\n"
+        "  key_file: server.key\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n"
+        "  client_ca_file: ca.pem\n",
+    )
+    trusted = tls.client_context()
+    exporter = Exporter(
+        filesystem_broker(tmp_path), tmp_path, ["--web-config", str(config)], client_tls=trusted
+    )
+    cleanup.append(exporter.start())
+    assert exporter.url.startswith("https://")
+    status, body, _ = exporter.get("/metrics")
+    assert status == 200 and "clearly_exporter_build_info" in body
+
+    metrics = exporter.url + "/metrics"
+    assert http_get(metrics, context=tls.client_context(with_cert=False))[0] == 0
+    assert http_get(metrics)[0] == 0, "the test CA is not trusted by default"
+    plain = f"http://127.0.0.1:{exporter.port}"
+    assert http_get(plain + "/metrics")[0] == 0
+    answer = raw_http(plain, "/metrics")
+    assert b"HTTP/1." not in answer and b"clearly_exporter" not in answer
+    assert "on https://127.0.0.1:" in exporter.proc.output()
+
+
+def test_no_api_serves_metrics_only(tmp_path: Path, cleanup):
+    exporter = Exporter(filesystem_broker(tmp_path), tmp_path, ["--no-api"])
+    cleanup.append(exporter.start())
+    for path in ("/api/tasks", "/api/stream", "/api/stats"):
+        status, body = api_get(exporter.url, path)
+        assert status == 404
+        assert body == {"error": "the API is switched off on this exporter (--no-api)"}
+    assert exporter.get("/metrics")[0] == 200
+    status, index, _ = exporter.get("/")
+    assert status == 200 and 'href="metrics"' in index
+    assert not re.search(r'href="api/', index)
+
+
+def test_no_api_creates_no_stream_hub(tmp_path: Path):
+    daemon = Daemon(Settings(broker=filesystem_broker(tmp_path), api=False))
+    try:
+        assert daemon.hub is None
+        assert not [r for r in daemon.server.app.router.routes() if "stream" in str(r)]
+    finally:
+        daemon.server.stop()
+        daemon.probe.close()
