@@ -73,6 +73,7 @@ class Result:
     cpu_seconds: float
     peak_rss_kb: int
     rss_before_kb: int
+    #: False if events are missing, or spans (counted dropped, or never accounted for).
     complete: bool
     #: Cores Redis kept busy meanwhile (it feeds the backlog), and all other processes.
     redis_cores: float = 0.0
@@ -308,6 +309,7 @@ def measure(
             print(f"  {consumer.name}: drained in {result.seconds:.2f} s", flush=True)
             if isinstance(consumer, TracedExporter):
                 result.spans = span_figures(consumer, started_wall)
+                result.complete = result.complete and result.spans.received == storm.spans
             if isinstance(consumer, Exporter):
                 checks[consumer.name] = exporter_checks(consumer, storm)
                 if not isinstance(consumer, TracedExporter):

@@ -22,6 +22,8 @@ import bcrypt
 
 #: Distinct (user, password) pairs remembered; the least recently used goes first.
 REMEMBERED = 256
+#: bcrypt reads this many bytes of a password; older versions ignore the rest silently.
+MAX_PASSWORD = 72
 
 
 def credentials(header: str | None) -> tuple[str, str] | None:
@@ -78,7 +80,7 @@ class BasicAuth:
 
 
 def _bcrypt_matches(password: str, hashed: bytes) -> bool:
-    try:
-        return bcrypt.checkpw(password.encode(), hashed)
-    except ValueError:  # over bcrypt's 72 bytes: refused, never truncated
-        return False
+    data = password.encode()
+    if len(data) > MAX_PASSWORD:
+        return False  # refused, never truncated to what bcrypt reads
+    return bcrypt.checkpw(data, hashed)

@@ -44,7 +44,11 @@ class MaskSecrets(logging.Filter):
         self.mask = mask
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = self.mask(record.getMessage()), None
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's bad format: logging would print its args unmasked
+            message = f"{record.msg} {record.args!r}"
+        record.msg, record.args = self.mask(message), None
         if record.exc_info:
             record.exc_text = _PLAIN.formatException(record.exc_info)
             record.exc_info = None

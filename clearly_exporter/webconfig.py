@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import yaml
 
 TLS_VERSIONS = {
@@ -32,8 +33,14 @@ CLIENT_AUTH = {
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
 TOP_KEYS = ("tls_server_config", "basic_auth_users")
-TLS_KEYS = ("cert_file", "key_file", "client_ca_file", "client_auth_type")
-TLS_KEYS += ("min_version", "max_version")
+TLS_KEYS = (
+    "cert_file",
+    "key_file",
+    "client_ca_file",
+    "client_auth_type",
+    "min_version",
+    "max_version",
+)
 #: Keys of the toolkit's format this server does not implement.
 UNSUPPORTED = {
     "http_server_config",
@@ -186,9 +193,19 @@ def _users(section: dict) -> dict[str, bytes]:
             raise WebConfigError(
                 f"basic_auth_users: user {user!r} must be a non-empty string without ':'"
             )
-        if not isinstance(hashed, str) or not BCRYPT_HASH.match(hashed):
+        if not isinstance(hashed, str) or not BCRYPT_HASH.match(hashed) or not _salt_ok(hashed):
             raise WebConfigError(
                 f"basic_auth_users: the password of {user!r} is not a bcrypt hash; {HASH_HOWTO}"
             )
         users[user] = hashed.encode()
     return users
+
+
+def _salt_ok(hashed: str) -> bool:
+    """bcrypt refuses some salts of the right shape: ask it now, at the lowest cost, rather
+    than refuse every login later."""
+    try:
+        bcrypt.hashpw(b"", f"{hashed[:4]}04${hashed[7:29]}".encode())
+    except ValueError:
+        return False
+    return True

@@ -79,6 +79,7 @@ def test_logs_mask_secrets_whoever_writes_them(fmt: str, capsys, global_logging)
     secret = planted("log") + '"\\'  # JSON escapes these: masking must come before
     logs.setup("debug", fmt, {secret})
     logging.getLogger("redis.connection").debug("connecting with %s", secret)
+    logging.getLogger("amqp").debug("bad format %d", secret)  # would raise in formatting
     try:
         raise ConnectionError(f"refused for {secret}")
     except ConnectionError:
@@ -97,18 +98,19 @@ def test_logs_mask_secrets_whoever_writes_them(fmt: str, capsys, global_logging)
         sys.excepthook(ValueError, exc, exc.__traceback__)  # as Python does at a crash
     err = capsys.readouterr().err
     assert secret.split("-")[-1][:20] not in err
-    assert err.count("***") == 5, err
+    assert err.count("***") == 6, err
     assert "thread doomed died" in err and "crashed" in err and "Traceback" in err
     if fmt == "json":
         entries = [json.loads(line) for line in err.splitlines()]
         assert [e["logger"] for e in entries] == [
             "redis.connection",
+            "amqp",
             "kombu.connection",
             "py.warnings",
             "clearly_exporter",
             "clearly_exporter",
         ]
-        assert "ConnectionError: refused for ***" in entries[1]["exception"]
+        assert "ConnectionError: refused for ***" in entries[2]["exception"]
 
 
 def test_every_secret_of_the_command_line_is_masked_in_logs():

@@ -124,6 +124,7 @@ def test_tls_defaults_to_tls12_and_no_client_certificates(tls: TlsFiles):
         ("basic_auth_users: alice\n", "basic_auth_users must be a mapping"),
         (f"basic_auth_users: {{'a:b': '{HASH}'}}\n", "user 'a:b' must be a non-empty string"),
         (f"basic_auth_users: {{1: '{HASH}'}}\n", "user 1 must be a non-empty string"),
+        (f"basic_auth_users: {{a: '{HASH[:28]}z{HASH[29:]}'}}\n", "'a' is not a bcrypt hash"),
     ],
 )
 def test_bad_configs_are_one_line_errors_naming_the_file(tls: TlsFiles, text: str, message: str):

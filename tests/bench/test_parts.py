@@ -90,11 +90,15 @@ def test_a_profile_is_summarised_by_thread_own_and_inclusive_time(tmp_path: Path
     ingest = "Engine.ingest (clearly_exporter/engine/core.py)"
     run = "EventSource.run (clearly_exporter/source.py)"
     assert profile.own[ingest] == 6 and profile.own[run] == 2
-    assert profile.inclusive[run] == 8
-    assert not any(f.startswith("Thread._bootstrap") for f in profile.inclusive)
+    assert profile.inclusive == {run: 8, ingest: 6}
+    packages = {"clearly_exporter/engine": 6, "clearly_exporter": 2, "trace_encoder": 2}
+    assert profile.packages == packages
     lines = hotspots.summary(profile, rate=100, top=2)
     assert "clearly-exporter-source 80%" in lines[0]
-    assert lines[2] == f"   60.0%  {ingest}  [clearly-exporter-source]"
+    assert lines[1] == (
+        "own time by package: clearly_exporter/engine 60%, clearly_exporter 20%, trace_encoder 20%"
+    )
+    assert lines[3] == f"   60.0%  {ingest}  [clearly-exporter-source]"
 
 
 def test_percentiles_are_nearest_rank_and_the_slope_is_least_squares():
