@@ -304,7 +304,8 @@ def measure(
             started_wall = time.time()
             result = drain(consumer, storm.events, args.timeout, redis_pid)
             if profiler is not None:
-                profiles[consumer.name] = summary(read(profiler.stop()), PROFILE_RATE)
+                out, counts = profiler.stop()
+                profiles[consumer.name] = [f"py-spy: {counts}", *summary(read(out), PROFILE_RATE)]
             results[consumer.name] = result
             print(f"  {consumer.name}: drained in {result.seconds:.2f} s", flush=True)
             if isinstance(consumer, TracedExporter):

@@ -38,6 +38,7 @@ from procs import (
     BenchError,
     Consumer,
     Exporter,
+    OtlpSink,
     freeze,
     memory_kb,
     parse_metrics,
@@ -241,9 +242,14 @@ def publish_in_step(
 
 
 def start_exporter(
-    args: argparse.Namespace, r: redis.Redis, db: int, max_tasks: int, log: Path
+    args: argparse.Namespace,
+    r: redis.Redis,
+    db: int,
+    max_tasks: int,
+    log: Path,
+    extra: Sequence[str] = (),
 ) -> Exporter:
-    exporter = Exporter(args.broker, max_tasks, args.exporter_arg, log)
+    exporter = Exporter(args.broker, max_tasks, [*args.exporter_arg, *extra], log)
     try:
         subscribed(exporter, r, db)
         settle(exporter)
@@ -494,6 +500,7 @@ class Marker:
         self.clock = 0
         self.offset = utcoffset()
         self.sent = 0
+        self.last = ""
         self.round_trips: list[float] = []
 
     def _body(self, task_id: str) -> bytes:
@@ -527,10 +534,17 @@ class Marker:
         self.round_trips.append(time.perf_counter() - began)
         return json.loads(body) if response.status == 200 else None
 
+    def answer_times(self, task_id: str, count: int) -> list[float]:
+        """Seconds each of ``count`` GETs of the task's view took."""
+        self.round_trips.clear()
+        for _ in range(count):
+            self.view(task_id)
+        return list(self.round_trips)
+
     def delay(self, timeout: float = 60) -> tuple[float, float]:
         """Publish one marker; seconds until the API showed it SUCCESS, and until the
         exporter received it (its ``first_seen``, a wall-clock stamp of the receipt)."""
-        task_id = str(uuid.uuid4())
+        task_id = self.last = str(uuid.uuid4())
         message = Message("task.multi", self._body(task_id), MARKER_HOST, 4)
         published_wall = time.time()
         published = time.monotonic()
@@ -556,7 +570,14 @@ def freshness(
     print(f"freshness: load {describe(storm)}", flush=True)
     expected = int(args.load_rate * args.freshness_seconds / storm.events * spec.tasks)
     max_tasks = args.max_tasks or expected * 11 // 10 + 10_000
-    exporter = start_exporter(args, r, db, max_tasks, workdir / "freshness_exporter.log")
+    sink = OtlpSink(workdir / "freshness_sink.log") if args.tracing else None
+    extra = ["--otlp-endpoint", sink.endpoint] if sink else []
+    try:
+        exporter = start_exporter(args, r, db, max_tasks, workdir / "freshness_exporter.log", extra)
+    except BaseException:
+        if sink:
+            sink.stop()
+        raise
     marker = Marker(args.broker, exporter, args.poll_ms / 1000)
     gap = threading.Event()
     try:
@@ -577,11 +598,18 @@ def freshness(
                 gap.wait(args.marker_every)
         finally:
             publisher.finish()
+        loaded_trips = list(marker.round_trips)
         caught_up((exporter,), base + publisher.events + 4 * len(loaded), args.timeout)
+        stored = int(exporter.stats()["tasks_stored"])
+        found = marker.answer_times(marker.last, 10)
+        missing = marker.answer_times(str(uuid.uuid4()), 10)
+        spans = settled_spans(exporter, sink, args.timeout) if sink else {}
         shown = total(exporter.metrics(), "celery_tasks_total", name=MARKER_NAME, state="SUCCESS")
     finally:
         marker.close()
         exporter.stop()
+        if sink:
+            sink.stop()
     out = {
         "storm": {**asdict(spec), "events": storm.events},
         "load_rate": publisher.achieved,
@@ -592,9 +620,13 @@ def freshness(
         "loaded_received_ms": spread([received for _, received in loaded]),
         "poll_ms": args.poll_ms,
         "poll_round_trip_idle_ms": spread(idle_trips),
-        "poll_round_trip_loaded_ms": spread(marker.round_trips),
+        "poll_round_trip_loaded_ms": spread(loaded_trips),
+        "tasks_stored": stored,
+        "view_found_ms": spread(found),
+        "view_missing_ms": spread(missing),
         "markers_sent": marker.sent,
         "markers_in_metrics": int(shown),
+        "spans": spans,
     }
     print(
         f"freshness: publication -> /api/tasks/<uuid> shows SUCCESS\n"
@@ -605,11 +637,46 @@ def freshness(
         f"  under load: {spread_text(out['loaded_received_ms'])}\n"
         f"  each poll's round trip: idle {spread_text(out['poll_round_trip_idle_ms'])}; "
         f"under load {spread_text(out['poll_round_trip_loaded_ms'])}\n"
+        f"  /api/tasks/<uuid> after the load, {stored:,} tasks stored, nothing else going on: "
+        f"a known task {spread_text(out['view_found_ms'])}; an unknown one "
+        f"{spread_text(out['view_missing_ms'])}\n"
         f"  markers counted SUCCESS on /metrics: {int(shown)} of {marker.sent}; "
         f"publisher at most {publisher.behind * 1000:.0f} ms behind its schedule",
         flush=True,
     )
+    if spans:
+        print(
+            f"  tracing: {spans['received']:,} spans received by the sink for "
+            f"{spans['ended']:,} ended attempts (exporter: exported {spans['exported']:,}, "
+            "dropped " + ", ".join(f"{k} {n:,}" for k, n in spans["dropped"].items()) + ")",
+            flush=True,
+        )
     return out
+
+
+def settled_spans(exporter: Exporter, sink: OtlpSink, timeout: float) -> dict[str, Any]:
+    """Once every ended attempt's span is accounted for (received, or counted dropped):
+    the sink's count, the exporter's, and the attempts that ended (every outcome of the
+    load is a success, so its SUCCESS count)."""
+    figures: dict[str, Any] = {}
+
+    def accounted() -> bool:
+        samples = exporter.metrics()
+        dropped = {
+            lab["reason"]: int(v)
+            for n, lab, v in samples
+            if n == "clearly_exporter_spans_dropped_total"
+        }
+        figures.update(
+            received=sink.state().spans,
+            exported=int(total(samples, "clearly_exporter_spans_exported_total")),
+            dropped=dropped,
+            ended=int(total(samples, "celery_tasks_total", state="SUCCESS")),
+        )
+        return figures["exported"] + sum(dropped.values()) >= figures["ended"]
+
+    wait_for("every span to be accounted for", accounted, timeout, 0.5)
+    return figures
 
 
 def run(

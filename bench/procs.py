@@ -559,14 +559,16 @@ class Profiler:
             self.proc.kill()
             raise BenchError(f"py-spy did not start: {said.strip()!r}")
 
-    def stop(self) -> Path:
-        """Stop as Ctrl-C would (py-spy then writes its file)."""
+    def stop(self) -> tuple[Path, str]:
+        """Stop as Ctrl-C would (py-spy then writes its file); its last words, which count
+        the samples it could not take (``Errors``)."""
         self.proc.send_signal(signal.SIGINT)
         try:
-            self.proc.wait(30)
+            said, _ = self.proc.communicate(timeout=30)
         except subprocess.TimeoutExpired as exc:
             self.proc.kill()
             raise BenchError("py-spy did not write its profile within 30 s") from exc
         if not self.out.exists():
             raise BenchError(f"py-spy wrote no profile to {self.out}")
-        return self.out
+        counts = re.search(r"Samples: \d+ Errors: \d+", said.decode(errors="replace"))
+        return self.out, counts.group(0) if counts else "py-spy gave no sample count"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -94,7 +95,10 @@ def arguments() -> argparse.ArgumentParser:
     group.add_argument(
         "--freshness-seconds", type=float, default=30, help="duration of the steady load"
     )
-    group.add_argument("--marker-every", type=float, default=0.2, help="seconds between markers")
+    group.add_argument("--marker-every", type=float, default=0.5, help="seconds between markers")
+    group.add_argument(
+        "--tracing", action="store_true", help="freshness: the exporter sends spans to a sink"
+    )
     group.add_argument("--idle-markers", type=int, default=20, help="markers with no load")
     group.add_argument(
         "--poll-ms", type=float, default=2, help="pause between polls of a marker's state"
@@ -102,10 +106,29 @@ def arguments() -> argparse.ArgumentParser:
     return parser
 
 
+def exporter_version() -> str:
+    """The package's commit, ``+changes`` when its files differ from it: figures are only
+    comparable for the same code."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=root, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--", "clearly_exporter") else "")
+
+
 def run_modes(args: argparse.Namespace, modes: list[str]) -> dict:
     """Each mode in turn, with Redis keeping whole backlogs for frozen subscribers."""
     r, db = redis_target(args.broker)
-    figures: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": sys.argv}
+    version = exporter_version()
+    print(f"clearly-exporter at {version}", flush=True)
+    figures: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "command": sys.argv,
+        "exporter": version,
+    }
     with unlimited_pubsub(r), tempfile.TemporaryDirectory(prefix="clearly-bench-") as tmp:
         for mode in modes:
             spec = spec_from(args, SPECS[mode])

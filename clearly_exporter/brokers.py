@@ -32,6 +32,19 @@ SCHEMES: dict[str, str] = {
 FILESYSTEM = "filesystem://localhost/"
 
 
+#: kombu's filesystem transport with whole-message writes (see ``fstransport``).
+FILESYSTEM_TRANSPORT = "clearly_exporter.fstransport:Transport"
+
+
+def transport_for(url: str) -> str | None:
+    """The transport class to give kombu/Celery for a URL from ``connection_config``.
+
+    Anything that writes to a filesystem broker (the exporter's broadcasts included)
+    must write whole messages, or a worker reading half of one dies.
+    """
+    return FILESYSTEM_TRANSPORT if url == FILESYSTEM else None
+
+
 class BrokerURLError(ValueError):
     """A broker URL that kombu would not understand, said in one line."""
 

@@ -21,7 +21,7 @@ from celery import Celery
 from celery.events.event import get_exchange
 from kombu import Connection, Consumer, Queue
 
-from clearly_exporter.brokers import redact_url, url_passwords
+from clearly_exporter.brokers import redact_url, transport_for, url_passwords
 from clearly_exporter.engine import Engine
 from clearly_exporter.masking import Masker, secret_values
 
@@ -123,6 +123,7 @@ class EventSource(threading.Thread):
     def _connection(self) -> Connection:
         return Connection(
             self.config.url,
+            transport=transport_for(self.config.url),
             transport_options=self.config.transport_options,
             ssl=self.config.ssl,
             connect_timeout=5,

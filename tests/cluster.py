@@ -23,7 +23,7 @@ from celery import Celery
 from celery.events.event import get_exchange
 from kombu import Connection, Producer
 
-from clearly_exporter.brokers import connection_config
+from clearly_exporter.brokers import connection_config, transport_for
 from tests.support import Exporter, Worker, http_get, reachable, select, wait_for
 
 #: Redis databases of these tests alone, apart from the suite's 9 and the bundle's, so
@@ -50,14 +50,19 @@ def producer(broker: str) -> Celery:
     """An app that only sends, with task-sent events on (PENDING states)."""
     url, options = connection_config(broker)
     app = Celery("test-client-producer", set_as_current=False)
-    app.conf.update(broker_url=url, broker_transport_options=options, task_send_sent_event=True)
+    app.conf.update(
+        broker_url=url,
+        broker_transport=transport_for(url),
+        broker_transport_options=options,
+        task_send_sent_event=True,
+    )
     return app
 
 
 def publish(broker: str, bodies: list[object]) -> None:
     """Publish raw event bodies (one event, or a batch as a list) on the event exchange."""
     url, options = connection_config(broker)
-    with Connection(url, transport_options=options) as conn:
+    with Connection(url, transport=transport_for(url), transport_options=options) as conn:
         producer = Producer(conn.channel(), exchange=get_exchange(conn))
         for body in bodies:
             producer.publish(body, routing_key="task.multi", serializer="json")

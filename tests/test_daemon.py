@@ -8,14 +8,19 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from clearly_exporter.brokers import connection_config
+from clearly_exporter.brokers import connection_config, transport_for
 from tests.support import Exporter, Samples, Worker, http_get, select, wait_for
 
 
 def producer(broker: str) -> Celery:
     url, options = connection_config(broker)
     app = Celery("test-producer", set_as_current=False)
-    app.conf.update(broker_url=url, broker_transport_options=options, task_send_sent_event=True)
+    app.conf.update(
+        broker_url=url,
+        broker_transport=transport_for(url),
+        broker_transport_options=options,
+        task_send_sent_event=True,
+    )
     return app
 
 

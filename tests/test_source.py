@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kombu import Connection, Producer
 
-from clearly_exporter.brokers import connection_config
+from clearly_exporter.brokers import connection_config, transport_for
 from clearly_exporter.engine import Engine
 from clearly_exporter.source import EventSource, SourceConfig
 from tests.support import Exporter, Worker, select, wait_for
@@ -23,7 +23,7 @@ from tests.support import Exporter, Worker, select, wait_for
 def publish(broker: str, bodies: list[tuple[object, dict]]) -> None:
     """Publish raw event bodies on the event exchange, as workers do."""
     url, options = connection_config(broker)
-    with Connection(url, transport_options=options) as conn:
+    with Connection(url, transport=transport_for(url), transport_options=options) as conn:
         producer = Producer(conn.channel(), exchange=get_exchange(conn))
         for body, kwargs in bodies:
             producer.publish(body, routing_key="task.multi", **kwargs)

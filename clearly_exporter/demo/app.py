@@ -5,7 +5,7 @@ and the environment is the one channel the runner shares with them:
 
 ``CLEARLY_DEMO_BROKER``
     broker URL; ``filesystem:///dir`` (the default, under ``/tmp``) needs no server, and
-    is written through ``clearly_exporter.demo.transport`` so no reader sees half a message.
+    is written through ``clearly_exporter.fstransport`` so no reader sees half a message.
 ``CLEARLY_DEMO_BACKEND``
     result backend URL; unset with a ``filesystem:///dir`` broker means ``file://dir/results``.
 """
@@ -18,11 +18,9 @@ from urllib.parse import urlsplit
 
 from celery import Celery, Task, chord, current_task, group
 
-from clearly_exporter.brokers import FILESYSTEM, connection_config
+from clearly_exporter.brokers import connection_config, transport_for
 
 DEFAULT_BROKER = "filesystem:///tmp/clearly-demo"
-#: The filesystem transport with atomic writes; see ``clearly_exporter.demo.transport``.
-FILESYSTEM_TRANSPORT = "clearly_exporter.demo.transport:Transport"
 #: Over the 1024 characters past which Celery's events cut ``args`` and ``result`` reprs.
 BIG_RESULT_CHARS = 5000
 
@@ -45,7 +43,7 @@ def make_app(broker: str, backend: str | None) -> Celery:
     celery_app = Celery("clearly_demo")
     celery_app.conf.update(
         broker_url=url,
-        broker_transport=FILESYSTEM_TRANSPORT if url == FILESYSTEM else None,
+        broker_transport=transport_for(url),
         broker_transport_options=options,
         broker_connection_retry_on_startup=True,
         result_backend=backend,

@@ -169,9 +169,7 @@ class Engine:
         if ts is not None:
             self.event_lag.observe(now - ts if now > ts else 0.0)
 
-    def _task_event(
-        self, etype: str, uuid: str, event: dict, ts: float | None, now: float
-    ) -> None:
+    def _task_event(self, etype: str, uuid: str, event: dict, ts: float | None, now: float) -> None:
         rec = self._tasks.get(uuid)
         if rec is None:
             rec = self._tasks[uuid] = TaskRecord(uuid, now)

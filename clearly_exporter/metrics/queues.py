@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from kombu import Connection
 from kombu.exceptions import ChannelError
 
-from clearly_exporter.brokers import redact_url
+from clearly_exporter.brokers import redact_url, transport_for
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class QueueProbe:
         if self._conn is None:
             self._conn = Connection(
                 self.url,
+                transport=transport_for(self.url),
                 transport_options=self.transport_options,
                 ssl=self.ssl,
                 connect_timeout=self.timeout,

@@ -30,7 +30,7 @@ def test_every_mode_runs_and_accounts_for_what_it_sent(tmp_path: Path):
     argv = [sys.executable, str(BENCH / "run.py"), "--mode", "all", "--broker", BROKER]
     argv += ["--tasks", "400", "--names", "5", "--workers", "3", "--rounds", "1"]
     argv += ["--scrapes", "1", "--scrape-count", "2", "--load-rate", "4000"]
-    argv += ["--freshness-seconds", "2", "--idle-markers", "2", "--json", str(out)]
+    argv += ["--freshness-seconds", "2", "--idle-markers", "2", "--tracing", "--json", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(out.read_text())
@@ -54,3 +54,5 @@ def test_every_mode_runs_and_accounts_for_what_it_sent(tmp_path: Path):
     freshness = figures["freshness"]
     assert freshness["markers_in_metrics"] == freshness["markers_sent"] > 2
     assert freshness["loaded_ms"]["n"] > 0
+    spans = freshness["spans"]
+    assert spans["received"] == spans["exported"] == spans["ended"] > 0

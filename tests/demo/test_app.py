@@ -50,7 +50,7 @@ def test_make_app_puts_everything_under_a_filesystem_broker_folder(tmp_path: Pat
     app = make_app(f"filesystem://{tmp_path}", None)
     conf = app.conf
     assert conf.broker_url == FILESYSTEM
-    assert conf.broker_transport == "clearly_exporter.demo.transport:Transport"
+    assert conf.broker_transport == "clearly_exporter.fstransport:Transport"
     assert conf.broker_transport_options["data_folder_in"] == str(tmp_path / "data")
     assert conf.result_backend == f"file://{tmp_path / 'results'}"
     assert (tmp_path / "results").is_dir()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from clearly_exporter.brokers import connection_config
+from clearly_exporter.brokers import connection_config, transport_for
 from clearly_exporter.metrics.queues import QueueProbe
 from tests.support import Exporter, select, wait_for
 
@@ -16,7 +16,9 @@ def backlog(broker: str, queue: str, n: int) -> None:
     """``n`` messages on ``queue``, no worker consuming, spread over priorities."""
     url, options = connection_config(broker)
     app = Celery("backlog", set_as_current=False)
-    app.conf.update(broker_url=url, broker_transport_options=options)
+    app.conf.update(
+        broker_url=url, broker_transport=transport_for(url), broker_transport_options=options
+    )
     for i in range(n):
         app.send_task("demo.add", (i, i), queue=queue, priority=[0, 3, 6, 9][i % 4])
 

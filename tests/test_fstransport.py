@@ -11,7 +11,7 @@ import pytest
 from kombu import Connection
 
 from clearly_exporter.brokers import connection_config
-from clearly_exporter.demo.transport import PARTIAL, Transport
+from clearly_exporter.fstransport import PARTIAL, Transport
 
 
 def connect(folder: Path, transport: type | None) -> Connection:
