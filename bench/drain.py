@@ -14,6 +14,7 @@ import os
 import signal
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -87,18 +88,27 @@ class Result:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-def drain(consumer: Consumer, expected: int, timeout: float, redis_pid: int) -> Result:
+def drain(
+    consumer: Consumer,
+    expected: int,
+    timeout: float,
+    redis_pid: int,
+    on_thaw: Callable[[], object] | None = None,
+) -> Result:
     """Thaw the consumer and time it until it has consumed ``expected`` events and settled.
 
     The watcher never asks anything while the consumer works (a query would steal its
     CPU): it samples the consumer's CPU time every few ms, asks only once it has been
     idle for a moment, and dates the end at the last sample where it was still working,
     or when the consumer says its follow-up work ended (the sink's last span), if later.
+    ``on_thaw`` runs right after the thaw (py-spy cannot attach to a stopped process).
     """
     rss_before = memory_kb(consumer.pid, "VmRSS")
     watch = CpuWatch(consumer.pid, redis_pid, consumer.helpers())
     start = watch.first
     os.kill(consumer.pid, signal.SIGCONT)
+    if on_thaw is not None:
+        on_thaw()
     last_query = 0.0
     seen: tuple[float, ...] = ()
     moved = start.t
@@ -210,6 +220,26 @@ def span_figures(exporter: TracedExporter, started_wall: float) -> Spans:
     )
 
 
+class ThawProfiler:
+    """py-spy on a consumer from right after its thaw: it cannot attach to a stopped one."""
+
+    def __init__(self, pid: int, out: Path, nonblocking: bool) -> None:
+        self.pid = pid
+        self.out = out
+        self.nonblocking = nonblocking
+        self.profiler: Profiler | None = None
+
+    def __call__(self) -> None:
+        self.profiler = Profiler(self.pid, self.out, PROFILE_RATE, self.nonblocking)
+
+    def stop(self) -> list[str]:
+        """Stop py-spy; the summary of what it recorded."""
+        if self.profiler is None:
+            return ["py-spy never started"]
+        out, counts = self.profiler.stop()
+        return [f"py-spy: {counts}", *summary(read(out), PROFILE_RATE)]
+
+
 @dataclass
 class Outcome:
     """Everything one round measured."""
@@ -300,12 +330,11 @@ def measure(
             if args.profile and isinstance(consumer, Exporter):
                 slug = "traced" if isinstance(consumer, TracedExporter) else "plain"
                 out = args.profile / f"round{round_index + 1}-{slug}.txt"
-                profiler = Profiler(consumer.pid, out, PROFILE_RATE)
+                profiler = ThawProfiler(consumer.pid, out, args.profile_nonblocking)
             started_wall = time.time()
-            result = drain(consumer, storm.events, args.timeout, redis_pid)
+            result = drain(consumer, storm.events, args.timeout, redis_pid, profiler)
             if profiler is not None:
-                out, counts = profiler.stop()
-                profiles[consumer.name] = [f"py-spy: {counts}", *summary(read(out), PROFILE_RATE)]
+                profiles[consumer.name] = profiler.stop()
             results[consumer.name] = result
             print(f"  {consumer.name}: drained in {result.seconds:.2f} s", flush=True)
             if isinstance(consumer, TracedExporter):

@@ -4,9 +4,8 @@
 ``thread (tid): name;outer (file:line);...;inner (file:line) count``. Own time is the
 innermost frame's, also summed by package (the file's first directory, two for the
 exporter's own code); inclusive time counts a function once per stack it is in, and is
-shown for the exporter's functions, below the transport's call chain. Idle samples are
-not recorded by py-spy (a thread waiting for the GIL or I/O is idle), so shares are of
-the time threads were running::
+shown for the exporter's functions, below the transport's call chain. Shares are of the
+samples: with ``--gil`` (as bench/run.py records), of the time the GIL was held::
 
     python bench/hotspots.py /tmp/exporter.txt --top 20
 """
@@ -85,8 +84,7 @@ def summary(profile: Profile, rate: int, top: int = 15) -> list[str]:
     time and the exporter's by inclusive time."""
     n = profile.samples or 1
     lines = [
-        f"{profile.samples} samples at {rate} Hz (~{profile.samples / rate:.1f} s of running "
-        "threads); by thread: "
+        f"{profile.samples} samples at {rate} Hz (~{profile.samples / rate:.1f} s); by thread: "
         + ", ".join(f"{t} {100 * c / n:.0f}%" for t, c in profile.threads.most_common()),
         "own time by package: "
         + ", ".join(f"{p} {100 * c / n:.0f}%" for p, c in profile.packages.most_common()),

@@ -85,6 +85,11 @@ def arguments() -> argparse.ArgumentParser:
         metavar="DIR",
         help="record each exporter drain with py-spy into DIR and summarise (slows it a bit)",
     )
+    group.add_argument(
+        "--profile-nonblocking",
+        action="store_true",
+        help="py-spy without stopping the exporter per sample (many samples then fail)",
+    )
 
     group = parser.add_argument_group("scrape and freshness")
     group.add_argument(
