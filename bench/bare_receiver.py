@@ -23,7 +23,9 @@ from celery.events.receiver import EventReceiver
 class ReadyReceiver(EventReceiver):
     """An ``EventReceiver`` that says on stdout when its consumer is set up."""
 
-    def on_consume_ready(self, connection, channel, consumers, **kwargs) -> None:
+    def on_consume_ready(
+        self, connection: object, channel: object, consumers: list, **kwargs: object
+    ) -> None:
         super().on_consume_ready(connection, channel, consumers, **kwargs)
         print("consuming", flush=True)
 

@@ -286,6 +286,7 @@ def start_consumers(
 
 
 def stop_all(consumers: list[Consumer]) -> None:
+    """Stop consumers and the sinks they own (stopping twice is harmless)."""
     for consumer in consumers:
         consumer.stop()
         if isinstance(consumer, TracedExporter):

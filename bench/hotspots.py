@@ -54,6 +54,7 @@ def _package(function: str) -> str:
 
 
 def read(path: Path) -> Profile:
+    """Add up a raw profile's stacks (the thread, when recorded, is the first frame)."""
     out = Profile()
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")

@@ -92,6 +92,7 @@ def spread(values: Sequence[float], scale: float = 1000.0) -> dict[str, float]:
 
 
 def spread_text(s: dict[str, float], unit: str = "ms") -> str:
+    """``spread``'s figures in one line, for the report."""
     if not s:
         return "none"
     return (
@@ -131,6 +132,7 @@ class PacedPublisher(threading.Thread):
             self.error = exc
 
     def _publish(self, publisher: Publisher) -> None:
+        """Each message when the rate allows it; a storm's end starts it over, renamed."""
         started = time.monotonic()
         prefix = self.storm.spec.id_prefix
         while True:
@@ -249,6 +251,7 @@ def start_exporter(
     log: Path,
     extra: Sequence[str] = (),
 ) -> Exporter:
+    """An exporter subscribed and settled, so what is measured next is not its startup."""
     exporter = Exporter(args.broker, max_tasks, [*args.exporter_arg, *extra], log)
     try:
         subscribed(exporter, r, db)
@@ -687,6 +690,7 @@ def run(
     db: int,
     workdir: Path,
 ) -> dict[str, Any]:
+    """One live mode; each builds its own storms from ``spec``."""
     if mode == "memory":
         return memory(args, build_storm(spec), r, db, workdir)
     if mode == "scrape":

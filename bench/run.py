@@ -42,6 +42,7 @@ SPECS = {
 
 
 def arguments() -> argparse.ArgumentParser:
+    """Options of every mode; the storm's default to None so each mode fills its own."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )

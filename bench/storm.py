@@ -195,10 +195,6 @@ def parse_outcomes(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(out)
 
 
-def outcomes_text(outcomes: tuple[tuple[str, float], ...]) -> str:
-    return "all" if outcomes == ALL_OUTCOMES else ",".join(f"{o}={w:g}" for o, w in outcomes)
-
-
 def _event(sender: _Sender, offset: float, etype: str, ts: float, **fields: object) -> dict:
     """An event dict with Celery's key order: identity, clock, fields, timestamp, type."""
     sender.clock += 1
@@ -545,9 +541,16 @@ def spec_arguments(parser: argparse.ArgumentParser, base: StormSpec | None = Sto
     add("--heartbeat", float, "heartbeat interval, 0 for none")
     add("--seed", int, "random seed")
     add("--queues", int, "0: one queue per task name; N: every task to one of N queues")
+
+    def outcomes(text: str) -> tuple[tuple[str, float], ...]:
+        try:
+            return parse_outcomes(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
     parser.add_argument(
         "--outcomes",
-        type=parse_outcomes,
+        type=outcomes,
         default=default("outcomes"),
         help=f"'all', or a mix like success=90,failure=10; outcomes: {', '.join(OUTCOMES)}",
     )
