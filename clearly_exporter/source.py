@@ -97,6 +97,7 @@ class EventSource(threading.Thread):
         self.clock = clock
         self.health = BrokerHealth()
         self._stop_event = threading.Event()
+        self._last_tick = 0.0
         #: The reason is served on /healthz: no password may reach it, however quoted.
         self._mask = Masker(url_passwords(config.url) | secret_values(config.transport_options))
         self._control = Celery(broker=config.url, set_as_current=False).control
@@ -158,7 +159,7 @@ class EventSource(threading.Thread):
                         queue(channel).delete()
 
     def _drain(self, conn: Connection) -> None:
-        last_tick = last_enable = self.clock()
+        last_enable = self._last_tick = self.clock()
         while not self._stop_event.is_set():
             try:
                 conn.drain_events(timeout=TICK)
@@ -169,14 +170,22 @@ class EventSource(threading.Thread):
                 # file) raises here; that message is gone, the connection is fine.
                 self.engine.invalid()
             now = self.clock()
-            if now - last_tick >= TICK:
-                last_tick = now
-                with self.engine.lock:
-                    self.engine.tick(now)
+            self._tick_if_due(now)
             every = self.config.enable_events_every
             if every is not None and now - last_enable >= every:
                 last_enable = now
                 self._broadcast(conn, "enable_events")
+
+    def _tick_if_due(self, now: float) -> None:
+        """Run the engine's time-driven rules every ``TICK``, busy or idle.
+
+        Called per message too: under a backlog some transports (Redis) never return
+        from ``drain_events``, and spans, label waits and purges must not wait for a lull.
+        """
+        if now - self._last_tick >= TICK:
+            self._last_tick = now
+            with self.engine.lock:
+                self.engine.tick(now)
 
     def _wake_workers(self, conn: Connection) -> None:
         """Ask workers for a heartbeat now, so they show up without waiting for one."""
@@ -198,3 +207,4 @@ class EventSource(threading.Thread):
             self.engine.invalid()
             return
         self.engine.ingest(body if isinstance(body, list) else (body,), now)
+        self._tick_if_due(now)

@@ -219,7 +219,7 @@ class Engine:
             key = self._fix_labels(rec, now)
         for tr in transitions:
             self._emit(key, tr)
-        self.metrics.observe(key, att, self._trace(rec))
+        self.metrics.observe(key, att, rec.root_id or rec.uuid, self._trace_of)
         self.metrics.place(uuid, key, rec.state, now)
 
     def _sent(self, rec: TaskRecord) -> None:
@@ -252,16 +252,11 @@ class Engine:
         self._unlabelled.pop(rec.uuid, None)
         for tr in pending or ():
             self._emit(key, tr)
-        trace = self._trace(rec)
+        root = rec.root_id or rec.uuid
         for att in rec.attempts:
-            self.metrics.observe(key, att, trace)
+            self.metrics.observe(key, att, root, self._trace_of)
         self.metrics.place(rec.uuid, key, rec.state, now)
         return key
-
-    def _trace(self, rec: TaskRecord) -> str | None:
-        if self._trace_of is None:
-            return None
-        return self._trace_of(rec.root_id or rec.uuid)
 
     def _emit(self, key: tuple[str, str], tr: Transition) -> None:
         self.metrics.count(key, tr)

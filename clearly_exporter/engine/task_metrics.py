@@ -7,6 +7,7 @@ the collector renders a snapshot at scrape time.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histogram
@@ -21,6 +22,8 @@ from clearly_exporter.engine.records import (
 from clearly_exporter.engine.states import FAILURE, IN_PROGRESS, SUCCESS
 
 Key = tuple[str, str]
+#: Root task id → trace id, for exemplars; asked only when an observation is made.
+TraceOf = Callable[[str], str]
 
 OTHER = "other"
 UNKNOWN = "unknown"
@@ -77,7 +80,9 @@ class TaskMetrics:
             fkey = (key[0], key[1], exception_class(tr.attempt.exception))
             self.failures[fkey] = self.failures.get(fkey, 0) + 1
 
-    def observe(self, key: Key, att: Attempt, trace: str | None = None) -> None:
+    def observe(
+        self, key: Key, att: Attempt, root: str = "", trace_of: TraceOf | None = None
+    ) -> None:
         """Record the attempt's durations that became known; each at most once."""
         flags = att.flags
         if not flags & SEEN_RUNTIME and att.outcome is not None:
@@ -87,6 +92,7 @@ class TaskMetrics:
             if value is not None:
                 att.flags |= SEEN_RUNTIME
                 hist = self._hist(self.runtime, (key[0], key[1], att.outcome))
+                trace = trace_of(root) if trace_of is not None else None
                 hist.observe(max(value, 0.0), trace, att.t_ended)
         if flags & HAS_ETA:
             return

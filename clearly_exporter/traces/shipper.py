@@ -43,6 +43,10 @@ class SpanShipper:
     def start(self) -> None:
         self._thread.start()
 
+    def full(self) -> bool:
+        """Whether a span submitted now would be dropped: then do not even build it."""
+        return len(self._queue) >= self.max_queue
+
     def submit(self, span: ReadableSpan) -> None:
         if len(self._queue) >= self.max_queue:
             self.dropped["queue_full"] += 1

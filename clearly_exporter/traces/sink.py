@@ -77,6 +77,9 @@ class TraceSink:
         if att.flags & SPAN_DONE:
             return
         att.flags |= SPAN_DONE
+        if self.shipper.full():
+            self.shipper.dropped["queue_full"] += 1
+            return
         parent = self.engine.task(rec.parent_id) if rec.parent_id else None
         draft = build_draft(rec, att, parent, self.settings, incomplete)
         if not draft.wants_fetch():

@@ -18,7 +18,7 @@ from tests.bench.loader import BENCH
 from tests.support import reachable
 
 #: A database no other test uses: the runner publishes storms on its event exchange.
-BROKER = "redis://127.0.0.1:6379/12"
+BROKER = "redis://127.0.0.1:6379/8"
 
 
 def test_every_mode_runs_and_accounts_for_what_it_sent(tmp_path: Path):
