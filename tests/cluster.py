@@ -24,7 +24,15 @@ from celery.events.event import get_exchange
 from kombu import Connection, Producer
 
 from clearly_exporter.brokers import connection_config, transport_for
-from tests.support import Exporter, Worker, http_get, reachable, select, wait_for
+from tests.support import (
+    Exporter,
+    Worker,
+    http_get,
+    producer,
+    reachable,
+    wait_for,
+    wait_worker_up,
+)
 
 #: Redis databases of these tests alone, apart from the suite's 9 and the bundle's, so
 #: no other test's workers or flushes reach them: one for the module clusters, one for
@@ -44,19 +52,6 @@ def private_redis(db: int = SOLO_DB) -> str:
     url = f"redis://127.0.0.1:6379/{db}"
     redis.Redis.from_url(url).flushdb()
     return url
-
-
-def producer(broker: str) -> Celery:
-    """An app that only sends, with task-sent events on (PENDING states)."""
-    url, options = connection_config(broker)
-    app = Celery("test-client-producer", set_as_current=False)
-    app.conf.update(
-        broker_url=url,
-        broker_transport=transport_for(url),
-        broker_transport_options=options,
-        task_send_sent_event=True,
-    )
-    return app
 
 
 def publish(broker: str, bodies: list[object]) -> None:
@@ -139,11 +134,7 @@ def running_cluster(tmp: Path) -> Iterator[Cluster]:
     try:
         exporter.start()
         worker.start()
-        wait_for(
-            lambda: select(exporter.scrape(), "celery_worker_up", worker=worker.name) == {(): 1.0},
-            60,
-            "worker up",
-        )
+        wait_worker_up(exporter, worker)
         run_workload(cluster)
         yield cluster
     finally:

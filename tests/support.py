@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
+
+from clearly_exporter.brokers import connection_config, transport_for
 
 T = TypeVar("T")
 
@@ -321,3 +324,26 @@ def make_tls_files(folder: Path) -> TlsFiles:
     server = write("server", server_cert, server_key)
     client = write("client", client_cert, client_key)
     return TlsFiles(folder, ca_path, *server, *client)
+
+
+def producer(broker: str, **conf: object) -> Celery:
+    """An app that only sends, with task-sent events on (PENDING states and queue labels)."""
+    url, options = connection_config(broker)
+    app = Celery("test-producer", set_as_current=False)
+    app.conf.update(
+        broker_url=url,
+        broker_transport=transport_for(url),
+        broker_transport_options=options,
+        task_send_sent_event=True,
+        **conf,
+    )
+    return app
+
+
+def wait_worker_up(exporter: Exporter, worker: Worker) -> None:
+    """Until the exporter reads the worker up (its first heartbeat arrived)."""
+    wait_for(
+        lambda: select(exporter.scrape(), "celery_worker_up", worker=worker.name) == {(): 1.0},
+        60,
+        "worker up",
+    )

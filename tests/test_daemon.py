@@ -6,22 +6,17 @@ import time
 from pathlib import Path
 
 import pytest
-from celery import Celery
 
-from clearly_exporter.brokers import connection_config, transport_for
-from tests.support import Exporter, Samples, Worker, http_get, select, wait_for
-
-
-def producer(broker: str) -> Celery:
-    url, options = connection_config(broker)
-    app = Celery("test-producer", set_as_current=False)
-    app.conf.update(
-        broker_url=url,
-        broker_transport=transport_for(url),
-        broker_transport_options=options,
-        task_send_sent_event=True,
-    )
-    return app
+from tests.support import (
+    Exporter,
+    Samples,
+    Worker,
+    http_get,
+    producer,
+    select,
+    wait_for,
+    wait_worker_up,
+)
 
 
 def task_counts(samples: Samples, queue: str) -> dict[tuple[str, str], float]:
@@ -60,11 +55,7 @@ def test_known_workload_gives_exact_counts(broker: str, queue: str, tmp_path: Pa
     cleanup.append(exporter.start())
     worker = Worker(broker, queue, tmp_path)
     cleanup.append(worker.start())
-    wait_for(
-        lambda: select(exporter.scrape(), "celery_worker_up", worker=worker.name) == {(): 1.0},
-        60,
-        "worker up",
-    )
+    wait_worker_up(exporter, worker)
     app = producer(broker)
     for i in range(10):
         app.send_task("demo.add", (i, i), queue=queue)

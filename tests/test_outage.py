@@ -23,6 +23,7 @@ from tests.support import (
     reachable,
     select,
     wait_for,
+    wait_worker_up,
 )
 
 
@@ -60,11 +61,7 @@ def straddle_outage(broker: str, queue: str, tmp: Path, cleanup, outage, restore
     cleanup.append(exporter.start())
     worker = Worker(broker, queue, tmp)
     cleanup.append(worker.start())
-    wait_for(
-        lambda: select(exporter.scrape(), "celery_worker_up", worker=worker.name) == {(): 1.0},
-        60,
-        "worker up",
-    )
+    wait_worker_up(exporter, worker)
     app = Celery("test-producer", set_as_current=False)
     app.conf.update(broker_url=broker, task_send_sent_event=True)
     for _ in range(3):

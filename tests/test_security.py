@@ -20,9 +20,18 @@ from clearly_exporter import logs
 from clearly_exporter.brokers import BrokerURLError, redact_url, url_passwords, validate
 from clearly_exporter.cli import known_secrets
 from tests.api.sse import StreamReader
-from tests.cluster import SOLO_DB, private_redis, producer
+from tests.cluster import SOLO_DB, private_redis
 from tests.otlp_receiver import HttpReceiver
-from tests.support import Exporter, Worker, basic_auth, raw_http, select, wait_for
+from tests.support import (
+    Exporter,
+    Worker,
+    basic_auth,
+    producer,
+    raw_http,
+    select,
+    wait_for,
+    wait_worker_up,
+)
 
 OPENMETRICS = "application/openmetrics-text"
 #: Result backend of the secret-argument test: a Redis database no other test uses.
@@ -191,11 +200,7 @@ def test_secret_argument_never_leaves(tmp_path: Path, queue: str, backend: str, 
     cleanup.append(worker.start())
     stream = StreamReader(exporter.url)
     cleanup.append(stream)
-    wait_for(
-        lambda: select(exporter.scrape(), "celery_worker_up", worker=worker.name) == {(): 1.0},
-        60,
-        "worker up",
-    )
+    wait_worker_up(exporter, worker)
     app = producer(broker)
     ids = [str(uuid.uuid4()), str(uuid.uuid4())]
     app.send_task("demo.login", ("ann",), {"password": secret}, queue=queue, task_id=ids[0])

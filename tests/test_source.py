@@ -17,7 +17,7 @@ from kombu import Connection, Producer
 from clearly_exporter.brokers import connection_config, transport_for
 from clearly_exporter.engine import Engine
 from clearly_exporter.source import EventSource, SourceConfig
-from tests.support import Exporter, Worker, select, wait_for
+from tests.support import Exporter, Worker, select, wait_for, wait_worker_up
 
 
 def publish(broker: str, bodies: list[tuple[object, dict]]) -> None:
@@ -80,11 +80,7 @@ def test_named_event_queue_keeps_events_while_the_exporter_is_away(
     cleanup.append(first)
     worker = Worker(broker, queue, tmp_path, backend="rpc://")
     cleanup.append(worker.start())
-    wait_for(
-        lambda: select(first.scrape(), "celery_worker_up", worker=worker.name) == {(): 1.0},
-        60,
-        "worker up",
-    )
+    wait_worker_up(first, worker)
     assert first.stop() == 0
     app = Celery("test-producer", set_as_current=False)
     app.conf.update(broker_url=broker, result_backend="rpc://", task_send_sent_event=True)

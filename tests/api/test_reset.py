@@ -7,8 +7,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from tests.cluster import api_get, private_redis, producer
-from tests.support import Exporter, Worker, select, wait_for
+from tests.cluster import api_get, private_redis
+from tests.support import Exporter, Worker, producer, select, wait_for, wait_worker_up
 
 
 def post(url: str) -> dict:
@@ -29,11 +29,7 @@ def test_reset_forgets_finished_tasks_keeps_in_flight_ones_and_counters(tmp_path
     cleanup.append(exporter.start())
     worker = Worker(broker, queue, tmp_path)
     cleanup.append(worker.start())
-    wait_for(
-        lambda: select(exporter.scrape(), "celery_worker_up", worker=worker.name) == {(): 1.0},
-        60,
-        "worker up",
-    )
+    wait_worker_up(exporter, worker)
     app = producer(broker)
     done = app.send_task("demo.add", (1, 1), queue=queue).id
     failed = app.send_task("demo.fail", ("x",), queue=queue).id

@@ -8,19 +8,22 @@ from pathlib import Path
 
 import pytest
 import redis
-from celery import Celery, chain
+from celery import chain
 
 from tests.otlp_receiver import GrpcReceiver, HttpReceiver, Span
-from tests.support import REDIS_URL, Exporter, Worker, http_get, select, wait_for
+from tests.support import (
+    REDIS_URL,
+    Exporter,
+    Worker,
+    http_get,
+    producer,
+    select,
+    wait_for,
+    wait_worker_up,
+)
 
 BACKEND = "redis://127.0.0.1:6379/10"
 SECRET = "s3cr3t-planted-value"
-
-
-def producer(broker: str) -> Celery:
-    app = Celery("test-producer", set_as_current=False)
-    app.conf.update(broker_url=broker, result_backend=BACKEND, task_send_sent_event=True)
-    return app
 
 
 @pytest.fixture
@@ -44,12 +47,8 @@ def test_workflows_become_trace_trees(
     cleanup.append(exporter.start())
     worker = Worker(redis_broker, queue, tmp_path, backend=BACKEND)
     cleanup.append(worker.start())
-    wait_for(
-        lambda: select(exporter.scrape(), "celery_worker_up", worker=worker.name) == {(): 1.0},
-        60,
-        "worker up",
-    )
-    app = producer(redis_broker)
+    wait_worker_up(exporter, worker)
+    app = producer(redis_broker, result_backend=BACKEND)
 
     def sig(name: str, *args, **kwargs):
         return app.signature(name, args=args, kwargs=kwargs, queue=queue)
@@ -150,7 +149,9 @@ def test_exemplars_only_in_openmetrics(redis_broker: str, queue: str, tmp_path: 
     cleanup.append(exporter.start())
     worker = Worker(redis_broker, queue, tmp_path)
     cleanup.append(worker.start())
-    result = producer(redis_broker).send_task("demo.add", (1, 1), queue=queue)
+    result = producer(redis_broker, result_backend=BACKEND).send_task(
+        "demo.add", (1, 1), queue=queue
+    )
     trace = result.id.replace("-", "")
     wait_for(
         lambda: select(exporter.scrape(), "celery_task_runtime_seconds_count", queue=queue),
@@ -174,7 +175,7 @@ def test_collector_down_never_stops_event_processing(
     cleanup.append(exporter.start())
     worker = Worker(redis_broker, queue, tmp_path)
     cleanup.append(worker.start())
-    app = producer(redis_broker)
+    app = producer(redis_broker, result_backend=BACKEND)
     for i in range(30):
         app.send_task("demo.add", (i, i), queue=queue)
 
@@ -206,7 +207,7 @@ def test_sigterm_flushes_spans_and_stops_in_time(
     cleanup.append(exporter.start())
     worker = Worker(redis_broker, queue, tmp_path)
     cleanup.append(worker.start())
-    app = producer(redis_broker)
+    app = producer(redis_broker, result_backend=BACKEND)
     ids = {app.send_task("demo.add", (i, i), queue=queue).id for i in range(5)}
 
     def succeeded() -> float:
