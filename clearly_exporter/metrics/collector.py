@@ -34,6 +34,14 @@ def _histogram(
     return family
 
 
+def _by_label(name: str, doc: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
+    """A counter with one label, a sample per value."""
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
+
+
 class EngineCollector(Collector):
     """Everything on ``/metrics``: tasks, workers, queues and the exporter's own health."""
 
@@ -198,31 +206,22 @@ class EngineCollector(Collector):
             "Spans the collector accepted.",
             value=shipper.exported,
         )
-        dropped = CounterMetricFamily(
+        yield _by_label(
             "clearly_exporter_spans_dropped",
             "Spans that never reached the collector, by reason.",
-            labels=["reason"],
-        )
-        for reason, n in sorted(shipper.dropped.items()):
-            dropped.add_metric([reason], n)
-        yield dropped
-        fetches = CounterMetricFamily(
-            "clearly_exporter_result_fetches",
-            "Result-backend fetches of values Celery cut, by outcome.",
-            labels=["outcome"],
+            "reason",
+            shipper.dropped,
         )
         fetcher = self.tracing.fetcher
-        for outcome, n in sorted((fetcher.outcomes if fetcher else {}).items()):
-            fetches.add_metric([outcome], n)
-        yield fetches
+        yield _by_label(
+            "clearly_exporter_result_fetches",
+            "Result-backend fetches of values Celery cut, by outcome.",
+            "outcome",
+            fetcher.outcomes if fetcher else {},
+        )
 
     def _exporter(self, snap: Snapshot) -> Iterator[Metric]:
-        events = CounterMetricFamily(
-            "clearly_exporter_events", "Events received, by type.", labels=["type"]
-        )
-        for etype, n in sorted(snap.events.items()):
-            events.add_metric([etype], n)
-        yield events
+        yield _by_label("clearly_exporter_events", "Events received, by type.", "type", snap.events)
         yield CounterMetricFamily(
             "clearly_exporter_events_late",
             "Events for a state their attempt had already passed (merged, never moved back).",
@@ -239,14 +238,12 @@ class EngineCollector(Collector):
             "Events that could not be decoded or lacked required fields; skipped.",
             value=snap.events_invalid,
         )
-        inferred = CounterMetricFamily(
+        yield _by_label(
             "clearly_exporter_transitions_inferred",
             "Task states generated because their own event was missing or late.",
-            labels=["state"],
+            "state",
+            snap.inferred,
         )
-        for state, n in sorted(snap.inferred.items()):
-            inferred.add_metric([state], n)
-        yield inferred
         yield _histogram(
             "clearly_exporter_event_lag_seconds",
             "Receive time minus event time.",
