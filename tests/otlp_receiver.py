@@ -146,3 +146,19 @@ class HttpReceiver(Receiver):
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class MemoryExporter(Receiver):
+    """The exporter's ``RequestExporter`` interface, keeping what it is sent (or failing)."""
+
+    def __init__(self, accepts: bool = True) -> None:
+        super().__init__()
+        self.accepts = accepts
+
+    def send(self, request: trace_service_pb2.ExportTraceServiceRequest) -> bool:
+        if self.accepts:
+            self.accept(request.SerializeToString())
+        return self.accepts
+
+    def shutdown(self) -> None:
+        """Nothing to release."""

@@ -12,10 +12,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from celery import Celery
-from opentelemetry.sdk.trace import ReadableSpan
 
 from clearly_exporter.brokers import redact_url
-from clearly_exporter.traces.spans import Draft
+from clearly_exporter.traces.spans import Draft, SpanRecord
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ class ResultFetcher:
         )
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="clearly-result-fetch")
 
-    def fetch(self, task_id: str, draft: Draft, done: Callable[[ReadableSpan], None]) -> None:
+    def fetch(self, task_id: str, draft: Draft, done: Callable[[SpanRecord], None]) -> None:
         """Complete ``draft`` from the backend, then hand the span to ``done``."""
         with self._lock:
             if self._pending >= self.max_pending:
@@ -58,7 +57,7 @@ class ResultFetcher:
             return
         self._pool.submit(self._fetch, task_id, draft, done)
 
-    def _fetch(self, task_id: str, draft: Draft, done: Callable[[ReadableSpan], None]) -> None:
+    def _fetch(self, task_id: str, draft: Draft, done: Callable[[SpanRecord], None]) -> None:
         outcome, source = "error", "truncated"
         try:
             meta = self.app.backend.get_task_meta(task_id)

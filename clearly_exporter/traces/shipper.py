@@ -1,9 +1,9 @@
-"""Shipping finished spans to an OTLP exporter on a thread of its own.
+"""Shipping finished spans to an OTLP collector on a thread of its own.
 
 The SDK's BatchSpanProcessor reports a full queue only as a log line and a drop on
 OpenTelemetry's own meter; an operator must see on ``/metrics`` every span that did
 not reach the collector, so this small shipper keeps its own bounded queue and counts
-exported spans and drops by reason.
+exported spans and drops by reason. Encoding happens here, off the consumer thread.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ import threading
 import time
 from collections import deque
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+from clearly_exporter.traces.exporters import RequestExporter
+from clearly_exporter.traces.otlp import encode
+from clearly_exporter.traces.spans import SpanRecord
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +27,20 @@ class SpanShipper:
 
     def __init__(
         self,
-        exporter: SpanExporter,
+        exporter: RequestExporter,
+        resource: list[KeyValue],
         max_queue: int = 20_000,
         batch: int = 512,
         interval: float = 1.0,
     ) -> None:
         self.exporter = exporter
+        self.resource = resource
         self.max_queue = max_queue
         self.batch = batch
         self.interval = interval
         self.exported = 0
         self.dropped: dict[str, int] = {"queue_full": 0, "export_error": 0}
-        self._queue: deque[ReadableSpan] = deque()
+        self._queue: deque[SpanRecord] = deque()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="clearly-span-shipper", daemon=True)
@@ -47,7 +52,7 @@ class SpanShipper:
         """Whether a span submitted now would be dropped: then do not even build it."""
         return len(self._queue) >= self.max_queue
 
-    def submit(self, span: ReadableSpan) -> None:
+    def submit(self, span: SpanRecord) -> None:
         if len(self._queue) >= self.max_queue:
             self.dropped["queue_full"] += 1
             return
@@ -69,11 +74,11 @@ class SpanShipper:
         while self._queue and len(spans) < self.batch:
             spans.append(self._queue.popleft())
         try:
-            result = self.exporter.export(spans)
+            ok = self.exporter.send(encode(spans, self.resource))
         except Exception as exc:
             log.warning("span export raised: %s", exc)
-            result = SpanExportResult.FAILURE
-        if result is SpanExportResult.SUCCESS:
+            ok = False
+        if ok:
             self.exported += len(spans)
         else:
             self.dropped["export_error"] += len(spans)

@@ -6,10 +6,11 @@ import time
 from dataclasses import dataclass, field
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import SpanExporter
 
 from clearly_exporter import __version__
 from clearly_exporter.engine import Engine
+from clearly_exporter.traces.exporters import RequestExporter, make_exporter
+from clearly_exporter.traces.otlp import resource_attributes
 from clearly_exporter.traces.redact import DEFAULT_PATTERNS, Redactor
 from clearly_exporter.traces.results import ResultFetcher
 from clearly_exporter.traces.shipper import SpanShipper
@@ -35,28 +36,6 @@ class TracingSettings:
     max_queue: int = 20_000
 
 
-def make_exporter(settings: TracingSettings) -> SpanExporter:
-    """The SDK's OTLP exporter for the protocol; it also reads ``OTEL_EXPORTER_OTLP_*``."""
-    headers = settings.headers or None
-    if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter(
-            endpoint=settings.endpoint,
-            insecure=settings.insecure,
-            headers=headers,
-            timeout=settings.timeout,
-        )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HttpSpanExporter,
-    )
-
-    endpoint = settings.endpoint.rstrip("/")
-    if not endpoint.endswith("/v1/traces"):
-        endpoint += "/v1/traces"
-    return HttpSpanExporter(endpoint=endpoint, headers=headers, timeout=settings.timeout)
-
-
 class Tracing:
     """Owns the span pipeline of one daemon."""
 
@@ -65,7 +44,7 @@ class Tracing:
         settings: TracingSettings,
         engine: Engine,
         messaging_system: str,
-        exporter: SpanExporter | None = None,
+        exporter: RequestExporter | None = None,
     ) -> None:
         self.settings = settings
         resource = Resource.create(
@@ -76,14 +55,23 @@ class Tracing:
             }
         )
         span_settings = SpanSettings(
-            resource=resource,
             messaging_system=messaging_system,
             default_queue=engine.config.default_queue,
             redact=Redactor(settings.redact),
             with_args=settings.with_args,
             max_attribute_length=settings.max_attribute_length,
         )
-        self.shipper = SpanShipper(exporter or make_exporter(settings), settings.max_queue)
+        if exporter is None:
+            exporter = make_exporter(
+                settings.protocol,
+                settings.endpoint,
+                settings.headers or None,
+                settings.insecure,
+                settings.timeout,
+            )
+        self.shipper = SpanShipper(
+            exporter, resource_attributes(resource.attributes), settings.max_queue
+        )
         self.fetcher = ResultFetcher(settings.backend) if settings.backend else None
         self.sink = TraceSink(
             engine, span_settings, self.shipper, self.fetcher, span_max_age=settings.span_max_age
