@@ -6,6 +6,6 @@
 """
 
 from clearly_exporter.client.clearly import ClearlyClient
-from clearly_exporter.client.http import ClientError, ExporterApi
+from clearly_exporter.client.http import ClientError, Credentials, ExporterApi
 
-__all__ = ["ClearlyClient", "ClientError", "ExporterApi"]
+__all__ = ["ClearlyClient", "ClientError", "Credentials", "ExporterApi"]

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.text import Text
 
 from clearly_exporter.client.capture import CapturePrinter
-from clearly_exporter.client.http import DEFAULT_URL, ClientError, ExporterApi
+from clearly_exporter.client.http import DEFAULT_URL, ClientError, Credentials, ExporterApi
 from clearly_exporter.client.render import (
     Display,
     stats_lines,
@@ -29,9 +29,13 @@ class ClearlyClient:
     """clearly's client, for a clearly-exporter at ``url``."""
 
     def __init__(
-        self, url: str = DEFAULT_URL, console: Console | None = None, debug: bool = False
+        self,
+        url: str = DEFAULT_URL,
+        console: Console | None = None,
+        debug: bool = False,
+        credentials: Credentials | None = None,
     ) -> None:
-        self.api = ExporterApi(url)
+        self.api = ExporterApi(url, credentials=credentials)
         self.console = console or Console(highlight=False, soft_wrap=True)
         self.debug = debug
 

@@ -6,13 +6,16 @@ failure becomes a ``ClientError`` whose message is one line saying what to do.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from clearly_exporter.client.sse import events
@@ -27,15 +30,46 @@ class ClientError(Exception):
     """Something the user can fix, said in one line."""
 
 
-class ExporterApi:
-    """The API of the exporter at ``url`` (``http://host:port``, optionally with a path)."""
+@dataclass(frozen=True)
+class Credentials:
+    """How to reach an exporter run with ``--web-config``: basic auth and the CA to trust."""
 
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 30.0) -> None:
+    user: str | None = None
+    password: str | None = None
+    ca_cert: str | None = None
+
+
+class ExporterApi:
+    """The API of the exporter at ``url`` (``http://host:port``, optionally with a path).
+
+    Credentials come from ``credentials`` or from the URL (``https://user:pass@host``);
+    they are taken out of the URL so no message ever shows them.
+    """
+
+    def __init__(
+        self, url: str = DEFAULT_URL, timeout: float = 30.0, credentials: Credentials | None = None
+    ) -> None:
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ClientError(f"--url {url!r} is not an http(s) URL; e.g. {DEFAULT_URL}")
-        self.url = url.rstrip("/")
+        given = credentials or Credentials()
+        user = given.user or urllib.parse.unquote(parts.username or "") or None
+        password = given.password or urllib.parse.unquote(parts.password or "")
+        netloc = parts.netloc.rpartition("@")[2]
+        self.url = urllib.parse.urlunsplit(parts._replace(netloc=netloc)).rstrip("/")
         self.timeout = timeout
+        self._headers = {"Accept": "*/*"}
+        if user is not None:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
+        self._context = self._tls(given.ca_cert) if parts.scheme == "https" else None
+
+    @staticmethod
+    def _tls(ca_cert: str | None) -> ssl.SSLContext:
+        try:
+            return ssl.create_default_context(cafile=ca_cert)
+        except (OSError, ssl.SSLError) as exc:
+            raise ClientError(f"--ca-cert {ca_cert!r} is not a readable PEM file: {exc}") from None
 
     def tasks(
         self,
@@ -126,9 +160,11 @@ class ExporterApi:
             if value is not None
         }
         url = self.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
-        request = urllib.request.Request(url, method=method, headers={"Accept": "*/*"})
+        request = urllib.request.Request(url, method=method, headers=self._headers)
         try:
-            return urllib.request.urlopen(request, timeout=timeout or self.timeout)
+            return urllib.request.urlopen(
+                request, timeout=timeout or self.timeout, context=self._context
+            )
         except urllib.error.HTTPError as exc:
             raise self._http_error(path, exc) from None
         except urllib.error.URLError as exc:
@@ -141,6 +177,13 @@ class ExporterApi:
             raise self._unreachable(exc) from None
 
     def _http_error(self, path: str, exc: urllib.error.HTTPError) -> ClientError:
+        if exc.code == 401:
+            if "Authorization" in self._headers:
+                return ClientError(f"the exporter at {self.url} refused these credentials")
+            return ClientError(
+                f"the exporter at {self.url} asks for credentials: give --user and "
+                "--password (or CLEARLY_EXPORTER_USER and CLEARLY_EXPORTER_PASSWORD)"
+            )
         try:
             message = json.loads(exc.read())["error"]
         except (ValueError, KeyError, TypeError, OSError):
@@ -153,6 +196,11 @@ class ExporterApi:
         )
 
     def _unreachable(self, reason: object) -> ClientError:
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            return ClientError(
+                f"the exporter at {self.url} has a certificate this client does not trust "
+                f"({reason.verify_message}); give --ca-cert with the CA that signed it"
+            )
         if isinstance(reason, socket.gaierror):
             why = "unknown host"
         elif isinstance(reason, ConnectionRefusedError):

@@ -12,11 +12,41 @@ import click
 from clearly_exporter.options import option
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    ctx.meta[f"clearly.{param.name}"] = value
+
+
 def client_options(func):
-    """``--url``, ``--json`` and ``--debug``, shared by the client verbs."""
+    """``--url``, credentials, ``--json`` and ``--debug``, shared by the client verbs.
+
+    Credentials are kept in the click context, not passed to every verb: only
+    ``client_call`` uses them.
+    """
     func = option("--debug", is_flag=True, default=False, help="On an error, show its traceback.")(
         func
     )
+    func = option(
+        "--ca-cert",
+        default=None,
+        expose_value=False,
+        callback=_remember,
+        help="PEM file of the CA that signed the exporter's certificate (https URLs).",
+    )(func)
+    func = option(
+        "--password",
+        default=None,
+        expose_value=False,
+        callback=_remember,
+        show_default=False,
+        help="Basic-auth password of an exporter run with --web-config.",
+    )(func)
+    func = option(
+        "--user",
+        default=None,
+        expose_value=False,
+        callback=_remember,
+        help="Basic-auth user of an exporter run with --web-config.",
+    )(func)
     func = click.option(
         "--json", "as_json", is_flag=True, default=False, help="Print the API's JSON, for scripts."
     )(func)
@@ -59,10 +89,15 @@ def client_call(
     """
     from rich.console import Console
 
-    from clearly_exporter.client import ClearlyClient, ClientError
+    from clearly_exporter.client import ClearlyClient, ClientError, Credentials
 
+    meta = click.get_current_context().meta
+    credentials = Credentials(
+        meta.get("clearly.user"), meta.get("clearly.password"), meta.get("clearly.ca_cert")
+    )
     try:
-        client = ClearlyClient(url, Console(highlight=False, soft_wrap=True), debug=True)
+        console = Console(highlight=False, soft_wrap=True)
+        client = ClearlyClient(url, console, debug=True, credentials=credentials)
         if as_json and data is not None:
             click.echo(json.dumps(data(client.api), indent=2))
         else:
