@@ -13,10 +13,8 @@ import threading
 import time
 from collections import deque
 
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-
 from clearly_exporter.traces.exporters import RequestExporter
-from clearly_exporter.traces.otlp import encode
+from clearly_exporter.traces.otlp import Encoder
 from clearly_exporter.traces.spans import SpanRecord
 
 log = logging.getLogger(__name__)
@@ -28,13 +26,13 @@ class SpanShipper:
     def __init__(
         self,
         exporter: RequestExporter,
-        resource: list[KeyValue],
+        encoder: Encoder,
         max_queue: int = 20_000,
         batch: int = 512,
         interval: float = 1.0,
     ) -> None:
         self.exporter = exporter
-        self.resource = resource
+        self.encoder = encoder
         self.max_queue = max_queue
         self.batch = batch
         self.interval = interval
@@ -74,7 +72,7 @@ class SpanShipper:
         while self._queue and len(spans) < self.batch:
             spans.append(self._queue.popleft())
         try:
-            ok = self.exporter.send(encode(spans, self.resource))
+            ok = self.exporter.send(self.encoder.encode(spans))
         except Exception as exc:
             log.warning("span export raised: %s", exc)
             ok = False

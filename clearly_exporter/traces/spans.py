@@ -38,7 +38,11 @@ class SpanSettings:
 
 @dataclass(slots=True)
 class SpanRecord:
-    """One finished span, as OTLP will carry it; ``error`` set means status ERROR."""
+    """One finished span, as OTLP will carry it; ``error`` set means status ERROR.
+
+    ``shared`` holds the attributes every span of one task type, queue and worker has
+    in common, so the encoder can encode them once per such group.
+    """
 
     trace_id: bytes
     span_id: bytes
@@ -46,6 +50,7 @@ class SpanRecord:
     name: str
     start: int
     end: int
+    shared: dict
     attributes: dict
     events: list[SpanEvent]
     error: str | None
@@ -131,35 +136,37 @@ def build_draft(
 ) -> Draft:
     """The span of ``att``, read from the record now (on the consumer thread)."""
     received, started, ended = att.t_received, att.t_started, att.t_ended
-    times = [t for t in (received, started, ended) if t is not None]
-    start = received or started or (min(times) if times else att.t_sent) or 0.0
-    end = ended if ended is not None else (max(times) if times else start)
+    start = received or started or ended or att.t_sent or 0.0
+    if ended is None:
+        ended = max(t for t in (received, started, start) if t is not None)
     queue = rec.queue or settings.default_queue
     state = att.outcome or att.state or "UNKNOWN"
     name = rec.name or "unknown"
-    attrs: dict = {
-        "celery.task.id": rec.uuid,
+    shared: dict = {
         "celery.task.name": name,
-        "celery.task.state": state,
-        "celery.task.retries": att.retries,
-        "celery.task.root_id": rec.root_id or rec.uuid,
         "celery.queue": queue,
         "messaging.system": settings.messaging_system,
         "messaging.operation.type": "process",
-        "messaging.message.id": rec.uuid,
         "messaging.destination.name": queue,
+    }
+    if att.worker is not None:
+        shared["celery.worker"] = att.worker
+    if rec.routing_key is not None:
+        shared["celery.routing_key"] = rec.routing_key
+    attrs: dict = {
+        "celery.task.id": rec.uuid,
+        "celery.task.state": state,
+        "celery.task.retries": att.retries,
+        "celery.task.root_id": rec.root_id or rec.uuid,
+        "messaging.message.id": rec.uuid,
     }
     if rec.parent_id is not None:
         attrs["celery.task.parent_id"] = rec.parent_id
     if rec.eta is not None:
         attrs["celery.task.eta"] = rec.eta
-    if att.worker is not None:
-        attrs["celery.worker"] = att.worker
-    if rec.routing_key is not None:
-        attrs["celery.routing_key"] = rec.routing_key
     if incomplete:
         attrs["celery.task.incomplete"] = True
-    start_ns, end_ns = int(start * 1e9), int(end * 1e9)
+    start_ns, end_ns = int(start * 1e9), int(max(ended, start) * 1e9)
     events = _state_events(att, start_ns, end_ns)
     error = None
     if state == FAILURE:
@@ -187,7 +194,8 @@ def build_draft(
         parent_span_id(rec, parent),
         f"run {name}",
         start_ns,
-        max(end_ns, start_ns),
+        end_ns,
+        shared,
         attrs,
         events,
         error,

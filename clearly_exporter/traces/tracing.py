@@ -10,7 +10,7 @@ from opentelemetry.sdk.resources import Resource
 from clearly_exporter import __version__
 from clearly_exporter.engine import Engine
 from clearly_exporter.traces.exporters import RequestExporter, make_exporter
-from clearly_exporter.traces.otlp import resource_attributes
+from clearly_exporter.traces.otlp import Encoder
 from clearly_exporter.traces.redact import DEFAULT_PATTERNS, Redactor
 from clearly_exporter.traces.results import ResultFetcher
 from clearly_exporter.traces.shipper import SpanShipper
@@ -69,9 +69,7 @@ class Tracing:
                 settings.insecure,
                 settings.timeout,
             )
-        self.shipper = SpanShipper(
-            exporter, resource_attributes(resource.attributes), settings.max_queue
-        )
+        self.shipper = SpanShipper(exporter, Encoder(resource.attributes), settings.max_queue)
         self.fetcher = ResultFetcher(settings.backend) if settings.backend else None
         self.sink = TraceSink(
             engine, span_settings, self.shipper, self.fetcher, span_max_age=settings.span_max_age
