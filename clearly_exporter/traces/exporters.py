@@ -20,7 +20,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from clearly_exporter.traces.otlp import count
+from clearly_exporter.traces.encoding import count
 
 
 class RequestExporter(Protocol):

@@ -13,8 +13,8 @@ import threading
 import time
 from collections import deque
 
+from clearly_exporter.traces.encoding import Encoder
 from clearly_exporter.traces.exporters import RequestExporter
-from clearly_exporter.traces.otlp import Encoder
 from clearly_exporter.traces.spans import SpanRecord
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Span name ``run <task name>``, kind CONSUMER, from received (or started) to the end of
 the attempt, a span event per state reached, status ERROR with an ``exception`` event
 on FAILURE. Attribute names are the contract of design §5. A span is plain data
-(``SpanRecord``); ``otlp`` turns a batch of them into one OTLP request, which costs a
+(``SpanRecord``); ``encoding`` turns a batch of them into one OTLP request, which costs a
 fraction of building the SDK's span objects and running its generic encoder.
 """
 
