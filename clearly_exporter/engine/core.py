@@ -12,11 +12,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from clearly_exporter.engine.fields import as_number, as_text
+from clearly_exporter.engine.fields import COMMON_VALUES, as_number, as_text
 from clearly_exporter.engine.histogram import LAG_BUCKETS, Histogram
 from clearly_exporter.engine.inference import current_state, reach, select_attempt
 from clearly_exporter.engine.records import HAS_ETA, TaskRecord, Transition
-from clearly_exporter.engine.rules import RULES, custom_rule
+from clearly_exporter.engine.rules import RULES, EventRule, custom_rule
 from clearly_exporter.engine.states import IN_PROGRESS, STARTED
 from clearly_exporter.engine.task_metrics import OTHER, UNKNOWN, TaskMetrics, TaskMetricsSnapshot
 from clearly_exporter.engine.workers import WorkerRegistry, WorkerView
@@ -31,6 +31,11 @@ MAX_EVENT_TYPES = 64
 MAX_SENDING = 10_000
 #: Queues seen in events whose depth is watched; a bound against hostile producers.
 MAX_QUEUES = 256
+#: Label-like strings (task names, queues, routing keys, worker names) and label keys
+#: held once and shared by every record; beyond, records keep their own copies.
+MAX_SHARED = 10_000
+#: Longer strings are never shared: a bound on what hostile producers can pin.
+MAX_SHARED_LENGTH = 256
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,12 @@ class Engine:
             self.config.max_workers, self.config.worker_timeout, self.config.worker_purge
         )
         self._tasks: OrderedDict[str, TaskRecord] = OrderedDict()
-        self._unlabelled: OrderedDict[str, float] = OrderedDict()
+        #: Tasks whose name (or queue) is awaited: since when, and their held transitions.
+        self._unlabelled: OrderedDict[str, tuple[float, list[Transition]]] = OrderedDict()
+        #: Stored tasks by parent id: the one child's uuid, or a dict (ordered set) of them.
+        self._children: dict[str, str | dict[str, None]] = {}
+        self._shared: dict[str, str] = {}
+        self._keys: dict[tuple[str, str], tuple[str, str]] = {}
         #: Task names seen in task-sent events: their queue label is worth waiting for.
         self._sends: set[str] = set()
         #: Task names whose labels have been fixed at least once.
@@ -117,8 +127,7 @@ class Engine:
     def ingest(self, events: Iterable[object], now: float) -> None:
         """Apply a batch of decoded events received at ``now``; bad ones are counted."""
         with self.lock:
-            for event in events:
-                self.handle(event, now)
+            self._apply(events, now)
 
     def invalid(self, count: int = 1) -> None:
         """Count events that could not even be decoded."""
@@ -127,66 +136,84 @@ class Engine:
 
     def handle(self, event: object, now: float) -> None:
         """Apply one event (caller holds the lock, or is single-threaded)."""
-        if type(event) is not dict:
-            self.events_invalid += 1
-            return
-        etype = event.get("type")
-        if type(etype) is not str or not etype:
-            self.events_invalid += 1
-            return
-        ts = event.get("timestamp")
-        if type(ts) is not float or ts - ts != 0.0:
-            ts = as_number(ts)
-        try:
-            if etype[:5] == "task-":
+        self._apply((event,), now)
+
+    def _apply(self, events: Iterable[object], now: float) -> None:
+        """The per-event loop, kept in one frame: it runs for every event received."""
+        rules = RULES
+        counts = self.events
+        for event in events:
+            if type(event) is not dict:
+                self.events_invalid += 1
+                continue
+            etype = event.get("type")
+            if type(etype) is not str or not etype:
+                self.events_invalid += 1
+                continue
+            ts = event.get("timestamp")
+            if type(ts) is not float or ts - ts != 0.0:
+                ts = as_number(ts)
+            rule = rules.get(etype)
+            if rule is None and etype[:5] == "task-":
+                rule = custom_rule(etype)
+            if rule is not None:
                 uuid = event.get("uuid")
                 if type(uuid) is not str or not uuid:
                     self.events_invalid += 1
-                    return
-                self._count_event(etype, ts, now)
-                self._task_event(etype, uuid, event, ts, now)
-            elif etype[:7] == "worker-":
-                if type(event.get("hostname")) is not str:
-                    self.events_invalid += 1
-                    return
-                self._count_event(etype, ts, now)
-                self.workers.handle(etype, event, now)
-            else:
-                self._count_event(etype, ts, now)
-        except (RecursionError, ValueError, TypeError, OverflowError):
-            self.events_invalid += 1
+                    continue
+            elif etype[:7] == "worker-" and type(event.get("hostname")) is not str:
+                self.events_invalid += 1
+                continue
+            try:
+                counted = etype
+                count = counts.get(counted)
+                if count is None:
+                    count = 0
+                    if len(counts) >= MAX_EVENT_TYPES:
+                        counted = "other"
+                        count = counts.get(counted, 0)
+                counts[counted] = count + 1
+                self.last_event = now
+                if ts is not None:
+                    self.event_lag.observe(now - ts if now > ts else 0.0)
+                if rule is not None:
+                    self._task_event(rule, uuid, event, ts, now)
+                elif etype[:7] == "worker-":
+                    self.workers.handle(etype, event, now)
+            except (RecursionError, ValueError, TypeError, OverflowError):
+                self.events_invalid += 1
 
-    def _count_event(self, etype: str, ts: float | None, now: float) -> None:
-        events = self.events
-        count = events.get(etype)
-        if count is None:
-            count = 0
-            if len(events) >= MAX_EVENT_TYPES:
-                etype = "other"
-                count = events.get(etype, 0)
-        events[etype] = count + 1
-        self.last_event = now
-        if ts is not None:
-            self.event_lag.observe(now - ts if now > ts else 0.0)
-
-    def _task_event(self, etype: str, uuid: str, event: dict, ts: float | None, now: float) -> None:
-        rec = self._tasks.get(uuid)
+    def _task_event(
+        self, rule: EventRule, uuid: str, event: dict, ts: float | None, now: float
+    ) -> None:
+        tasks = self._tasks
+        rec = tasks.get(uuid)
         if rec is None:
-            rec = self._tasks[uuid] = TaskRecord(uuid, now)
-            if len(self._tasks) > self.config.max_tasks:
+            rec = tasks[uuid] = TaskRecord(uuid, now)
+            if len(tasks) > self.config.max_tasks:
                 self._evict()
         else:
-            self._tasks.move_to_end(uuid)
+            tasks.move_to_end(uuid)
         rec.updated = now
-        rule = RULES.get(etype) or custom_rule(etype)
         retries = event.get("retries") if rule.retries else None
         if retries is not None and (type(retries) is not int or not 0 <= retries < 1 << 31):
             retries = None
         att = select_attempt(rec, rule.state, retries, ts)
+        shared = self._shared
+        for field in rule.labels:
+            value = event.get(field)
+            if value is not None:
+                if type(value) is not str:
+                    value = as_text(value)
+                setattr(rec, field, shared.get(value) or self._share(value))
         for field in rule.task_fields:
             value = event.get(field)
             if value is not None:
-                setattr(rec, field, value if type(value) is str else as_text(value))
+                if type(value) is not str:
+                    value = as_text(value)
+                setattr(rec, field, COMMON_VALUES.get(value, value))
+        if rule.ids:
+            self._ids(rec, event)
         for field in rule.attempt_fields:
             value = event.get(field)
             if value is not None:
@@ -194,7 +221,7 @@ class Engine:
         if rule.worker_side:
             worker = event.get("hostname")
             if type(worker) is str:
-                att.worker = worker
+                att.worker = shared.get(worker) or self._share(worker)
                 if rule.state == STARTED:
                     self.workers.started(worker)
         if rule.retries and event.get("eta"):
@@ -203,24 +230,94 @@ class Engine:
             att.runtime = as_number(event.get("runtime"))
         if rule.sent:
             self._sent(rec)
-        transitions, late = reach(rec, att, rule.state, ts, event.get("requeue") is True)
+        requeue = rule.requeue and event.get("requeue") is True
+        transitions, late = reach(rec, att, rule.state, ts, requeue)
         if late:
             self.events_late += 1
-        rec.state = current_state(rec)
+        before = rec.state
+        state = rec.state = current_state(rec)
         key = rec.key
-        if key is None:
+        fixing = key is None
+        if fixing:
             if not self._labels_known(rec):
                 if transitions:
-                    if rec.pending is None:
-                        rec.pending = []
-                        self._unlabelled[uuid] = now
-                    rec.pending.extend(transitions)
+                    waiting = self._unlabelled.get(uuid)
+                    if waiting is None:
+                        waiting = self._unlabelled[uuid] = (now, [])
+                    waiting[1].extend(transitions)
                 return
-            key = self._fix_labels(rec, now)
+            key = self._fix_labels(rec, now)  # which observes and places the task too
+        count = self.metrics.count
         for tr in transitions:
-            self._emit(key, tr)
-        self.metrics.observe(key, att, rec.root_id or rec.uuid, self._trace_of)
-        self.metrics.place(uuid, key, rec.state, now)
+            count(key, tr)
+            if tr.inferred:
+                self.inferred[tr.state] = self.inferred.get(tr.state, 0) + 1
+            for listener in self._listeners:
+                listener(tr)
+        if not fixing:
+            self.metrics.observe(key, att, rec.root_id or uuid, self._trace_of)
+            if state != before:
+                self.metrics.place(uuid, key, state, now)
+
+    def _share(self, value: str) -> str:
+        """The one copy of a label-like string, once there is room to keep it."""
+        kept = self._shared.get(value)
+        if kept is not None:
+            return kept
+        if len(self._shared) < MAX_SHARED and len(value) <= MAX_SHARED_LENGTH:
+            self._shared[value] = value
+        return value
+
+    def _ids(self, rec: TaskRecord, event: dict) -> None:
+        """Merge ``root_id`` and ``parent_id``, keeping the children index in step.
+
+        An id naming a stored task (or the task itself) holds that task's uuid string
+        rather than a decoded copy of it.
+        """
+        uuid = rec.uuid
+        root = event.get("root_id")
+        if root is not None and root != rec.root_id:
+            rec.root_id = self._task_id(root, uuid)
+        parent = event.get("parent_id")
+        if parent is not None and parent != rec.parent_id:
+            parent = self._task_id(parent, uuid)
+            if rec.parent_id is not None:
+                self._unlink(rec)
+            rec.parent_id = parent
+            if parent != uuid:
+                self._link(parent, uuid)
+
+    def _task_id(self, value: object, uuid: str) -> str:
+        if type(value) is not str:
+            return as_text(value)
+        if value == uuid:
+            return uuid
+        other = self._tasks.get(value)
+        return value if other is None else other.uuid
+
+    def _link(self, parent: str, child: str) -> None:
+        kids = self._children.get(parent)
+        if kids is None:
+            self._children[parent] = child
+        elif type(kids) is str:
+            if kids != child:
+                self._children[parent] = {kids: None, child: None}
+        else:
+            kids[child] = None
+
+    def _unlink(self, rec: TaskRecord) -> None:
+        """Take ``rec`` out of its parent's children (it moves, or leaves the store)."""
+        parent = rec.parent_id
+        if parent is None or parent == rec.uuid:
+            return
+        kids = self._children.get(parent)
+        if type(kids) is str:
+            if kids == rec.uuid:
+                del self._children[parent]
+        elif kids is not None:
+            kids.pop(rec.uuid, None)
+            if len(kids) == 1:
+                self._children[parent] = next(iter(kids))
 
     def _sent(self, rec: TaskRecord) -> None:
         """Remember what a task-sent tells beyond the task: its queue, that its type sends."""
@@ -245,12 +342,18 @@ class Engine:
 
     def _fix_labels(self, rec: TaskRecord, now: float) -> tuple[str, str]:
         """Fix the task's labels and release the transitions that waited for them."""
-        key = rec.key = self.metrics.label(rec.name, rec.queue)
+        key = self.metrics.label(rec.name, rec.queue)
+        kept = self._keys.get(key)
+        if kept is None:
+            if len(self._keys) < MAX_SHARED:
+                self._keys[key] = key
+        else:
+            key = kept
+        rec.key = key
         if rec.name is not None and len(self._labelled) < MAX_SENDING:
             self._labelled.add(rec.name)
-        pending, rec.pending = rec.pending, None
-        self._unlabelled.pop(rec.uuid, None)
-        for tr in pending or ():
+        _, pending = self._unlabelled.pop(rec.uuid, (None, ()))
+        for tr in pending:
             self._emit(key, tr)
         root = rec.root_id or rec.uuid
         for att in rec.attempts:
@@ -268,7 +371,7 @@ class Engine:
     def _evict(self) -> None:
         uuid, rec = self._tasks.popitem(last=False)
         self._unlabelled.pop(uuid, None)
-        rec.pending = None
+        self._unlink(rec)
         self.metrics.forget(uuid)
         self.tasks_evicted += 1
         for listener in self._evicted:
@@ -278,7 +381,7 @@ class Engine:
         """Time-driven rules: labels waited for too long are fixed as known; purge workers."""
         wait = self.config.name_wait
         while self._unlabelled:
-            uuid, since = next(iter(self._unlabelled.items()))
+            uuid, (since, _) = next(iter(self._unlabelled.items()))
             if now - since < wait:
                 break
             self._fix_labels(self._tasks[uuid], now)
@@ -299,8 +402,11 @@ class Engine:
         return list(self._tasks.values())
 
     def children(self, uuid: str) -> list[str]:
-        """Stored tasks sent by task ``uuid`` (not its own retries); a scan, for one task."""
-        return [r.uuid for r in self._tasks.values() if r.parent_id == uuid and r.uuid != uuid]
+        """Stored tasks sent by task ``uuid`` (not its own retries), first linked first."""
+        kids = self._children.get(uuid)
+        if kids is None:
+            return []
+        return [kids] if type(kids) is str else list(kids)
 
     def seen_task_names(self) -> set[str]:
         """Task names ever counted, plus those of stored tasks past ``max_task_names``."""
@@ -321,7 +427,7 @@ class Engine:
             if rec.key is not None and rec.state is not None and rec.state not in IN_PROGRESS
         ]
         for uuid in done:
-            del self._tasks[uuid]
+            self._unlink(self._tasks.pop(uuid))
             self.metrics.forget(uuid)
         return len(done)
 

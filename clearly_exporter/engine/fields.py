@@ -11,6 +11,11 @@ from typing import Any
 
 #: Longest text kept from one non-text field; Celery itself cuts reprs at 1024 characters.
 MAX_TEXT = 1 << 20
+#: Reprs of values so common (no args, no kwargs, a None result) that every record
+#: holding one shares a single string instead of its own decoded copy.
+COMMON_VALUES: dict[str, str] = {
+    value: value for value in ("()", "[]", "{}", "None", "True", "False", "''", "0", "1")
+}
 
 
 def as_text(value: Any) -> str:

