@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from clearly_exporter import __version__
 from clearly_exporter.api.routes import Api, error
 from clearly_exporter.basicauth import BasicAuth, credentials
+from clearly_exporter.metrics.exposition import generate
 from clearly_exporter.webconfig import WebConfig
 
 INDEX = """<!doctype html>
@@ -40,6 +40,8 @@ API_INDEX = """\
 <li><a href="api/stream">/api/stream</a> &mdash; live transitions (server-sent events)</li>
 """
 OPEN_PATHS = frozenset({"/healthz"})
+#: Bytes of ``/metrics`` handed to the socket at a time.
+WRITE_CHUNK = 1 << 20
 #: Set on a request to ``OPEN_PATHS``: whether it carried valid credentials.
 AUTHORIZED = "clearly_exporter.authorized"
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="clearly-exporter", charset="UTF-8"'}
@@ -149,10 +151,24 @@ class HttpServer:
     async def _no_api(self, request: web.Request) -> web.Response:
         return error(404, "the API is switched off on this exporter (--no-api)")
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = await asyncio.get_running_loop().run_in_executor(None, encoder, self.registry)
-        return web.Response(body=body, headers={"Content-Type": content_type})
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        """Rendered on a pool thread; sent in pieces, each as the client takes it.
+
+        At tens of MB, one write would be copied twice more on Python < 3.12 (aiohttp
+        joins the headers to the body, asyncio buffers what the socket does not take),
+        all of it holding the GIL the event consumer needs.
+        """
+        accept = request.headers.get("Accept", "")
+        loop = asyncio.get_running_loop()
+        body, content_type = await loop.run_in_executor(None, generate, self.registry, accept)
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response.content_length = len(body)
+        await response.prepare(request)
+        view = memoryview(body)
+        for start in range(0, len(body), WRITE_CHUNK):
+            await response.write(view[start : start + WRITE_CHUNK])
+        await response.write_eof()
+        return response
 
     async def _healthz(self, request: web.Request) -> web.Response:
         problem = self.health()

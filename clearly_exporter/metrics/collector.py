@@ -19,18 +19,21 @@ from prometheus_client.registry import Collector
 
 from clearly_exporter import __version__
 from clearly_exporter.engine import Engine, Snapshot
-from clearly_exporter.engine.histogram import Histogram
+from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histogram
+from clearly_exporter.metrics.exposition import (
+    CachedFamily,
+    HistogramFamily,
+    ScalarFamily,
+    SeriesCache,
+)
 from clearly_exporter.metrics.queues import QueueProbe
 from clearly_exporter.source import BrokerHealth
 from clearly_exporter.traces.tracing import Tracing
 
 
-def _histogram(
-    name: str, doc: str, labels: list[str], series: dict[tuple, Histogram]
-) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(name, doc, labels=labels)
-    for key, hist in sorted(series.items()):
-        family.add_metric(list(key), hist.cumulative(), hist.total)
+def _histogram(name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=[])
+    family.add_metric([], hist.cumulative(), hist.total)
     return family
 
 
@@ -61,12 +64,14 @@ class EngineCollector(Collector):
         self.watch_queues = watch_queues
         self.clock = clock
         self.last_duration = 0.0
+        #: Per family, its series as last rendered: what a scrape reuses.
+        self._rendered: dict[str, SeriesCache] = {}
 
     def describe(self) -> list[Metric]:
         """Nothing up front: a describe would run a full collect at registration."""
         return []
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Metric | CachedFamily]:
         started = time.perf_counter()
         now = self.clock()
         snap = self.engine.snapshot(now)
@@ -77,102 +82,135 @@ class EngineCollector(Collector):
         yield from self._tracing()
         self.last_duration = time.perf_counter() - started
 
-    def _tasks(self, snap: Snapshot, now: float) -> Iterator[Metric]:
+    def _family(
+        self, name: str, doc: str, typ: str, labels: tuple[str, ...], rows: dict
+    ) -> ScalarFamily:
+        return ScalarFamily(name, doc, typ, labels, rows, self._caches(name))
+
+    def _histogram_family(
+        self, name: str, doc: str, labels: tuple[str, ...], rows: dict, exemplars: bool = False
+    ) -> HistogramFamily:
+        caches = self._caches(name, exemplars)
+        return HistogramFamily(name, doc, labels, rows, caches, DURATION_BUCKETS, exemplars)
+
+    def _caches(self, name: str, by_format: bool = False) -> tuple[SeriesCache, SeriesCache]:
+        """The family's rendered series, one cache for both formats unless they differ."""
+        text = self._rendered.setdefault(name, SeriesCache())
+        if not by_format:
+            return text, text
+        return text, self._rendered.setdefault(name + " openmetrics", SeriesCache())
+
+    def _tasks(self, snap: Snapshot, now: float) -> Iterator[CachedFamily]:
         t = snap.tasks
-        family = CounterMetricFamily(
-            "celery_tasks", "Tasks that reached each state.", labels=["name", "queue", "state"]
+        labels = ("name", "queue")
+        yield self._family(
+            "celery_tasks",
+            "Tasks that reached each state.",
+            "counter",
+            (*labels, "state"),
+            t.tasks,
         )
-        for key, value in sorted(t.tasks.items()):
-            family.add_metric(list(key), value)
-        yield family
-        family = CounterMetricFamily(
+        yield self._family(
             "celery_task_failures",
             "Task failures by exception class.",
-            labels=["name", "queue", "exception"],
+            "counter",
+            (*labels, "exception"),
+            t.failures,
         )
-        for key, value in sorted(t.failures.items()):
-            family.add_metric(list(key), value)
-        yield family
-        yield _histogram(
+        yield self._histogram_family(
             "celery_task_runtime_seconds",
             "Time from started to the end of an attempt, by outcome.",
-            ["name", "queue", "state"],
+            (*labels, "state"),
             t.runtime,
+            exemplars=True,
         )
-        yield _histogram(
+        yield self._histogram_family(
             "celery_task_queue_wait_seconds",
             "Time from sent to received by a worker (ETA/countdown tasks excluded).",
-            ["name", "queue"],
+            labels,
             t.queue_wait,
         )
-        yield _histogram(
+        yield self._histogram_family(
             "celery_task_prefetch_wait_seconds",
             "Time from received to started on the worker (ETA tasks excluded).",
-            ["name", "queue"],
+            labels,
             t.prefetch_wait,
         )
-        count = GaugeMetricFamily(
+        count, age = {}, {}
+        for key, (n, oldest) in t.in_progress.items():
+            count[key] = n
+            age[key] = max(now - oldest, 0.0) if oldest is not None else 0.0
+        yield self._family(
             "celery_tasks_in_progress",
             "Tasks now in each in-progress state.",
-            labels=["name", "queue", "state"],
+            "gauge",
+            (*labels, "state"),
+            count,
         )
-        age = GaugeMetricFamily(
+        yield self._family(
             "celery_task_oldest_in_progress_age_seconds",
             "Age of the oldest task in each in-progress state (0 when none).",
-            labels=["name", "queue", "state"],
+            "gauge",
+            (*labels, "state"),
+            age,
         )
-        for key, (n, oldest) in sorted(t.in_progress.items()):
-            count.add_metric(list(key), n)
-            age.add_metric(list(key), max(now - oldest, 0.0) if oldest is not None else 0.0)
-        yield count
-        yield age
 
-    def _workers(self, snap: Snapshot) -> Iterator[Metric]:
-        labels = ["worker"]
-        up = GaugeMetricFamily("celery_worker_up", "1 while the worker heartbeats.", labels=labels)
-        beat = GaugeMetricFamily(
-            "celery_worker_last_heartbeat_timestamp_seconds",
-            "When the exporter received the worker's last heartbeat (its own clock).",
-            labels=labels,
-        )
-        active = GaugeMetricFamily(
-            "celery_worker_tasks_active", "Tasks the worker is running.", labels=labels
-        )
-        processed = GaugeMetricFamily(
-            "celery_worker_processed_tasks",
-            "Tasks the worker processed since it started (from its heartbeats).",
-            labels=labels,
-        )
-        load = GaugeMetricFamily(
-            "celery_worker_load_average",
-            "Load average of the worker's host.",
-            labels=["worker", "period"],
-        )
-        interval = GaugeMetricFamily(
-            "celery_worker_heartbeat_interval_seconds",
-            "The worker's own heartbeat interval.",
-            labels=labels,
-        )
-        info = InfoMetricFamily(
-            "celery_worker",
-            "Worker software and process.",
-            labels=["worker"],
-        )
-        for w in sorted(snap.workers, key=lambda w: w.hostname):
-            host = [w.hostname]
-            up.add_metric(host, 1 if w.up else 0)
+    def _workers(self, snap: Snapshot) -> Iterator[CachedFamily]:
+        up, beat, active, processed, load, interval, info = ({} for _ in range(7))
+        for w in snap.workers:
+            host = (w.hostname,)
+            up[host] = 1 if w.up else 0
             if w.last_heartbeat is not None:
-                beat.add_metric(host, w.last_heartbeat)
-            active.add_metric(host, w.active)
-            processed.add_metric(host, w.processed)
+                beat[host] = w.last_heartbeat
+            active[host] = w.active
+            processed[host] = w.processed
             if w.loadavg is not None:
                 for period, value in zip(("1m", "5m", "15m"), w.loadavg, strict=True):
-                    load.add_metric([w.hostname, period], value)
-            interval.add_metric(host, w.freq)
-            info.add_metric(
-                host, {"sw_ident": w.sw_ident, "sw_ver": w.sw_ver, "sw_sys": w.sw_sys, "pid": w.pid}
-            )
-        yield from (up, beat, active, processed, load, interval, info)
+                    load[(w.hostname, period)] = value
+            interval[host] = w.freq
+            info[(w.hostname, w.sw_ident, w.sw_ver, w.sw_sys, w.pid)] = 1
+        worker = ("worker",)
+        yield self._family(
+            "celery_worker_up", "1 while the worker heartbeats.", "gauge", worker, up
+        )
+        yield self._family(
+            "celery_worker_last_heartbeat_timestamp_seconds",
+            "When the exporter received the worker's last heartbeat (its own clock).",
+            "gauge",
+            worker,
+            beat,
+        )
+        yield self._family(
+            "celery_worker_tasks_active", "Tasks the worker is running.", "gauge", worker, active
+        )
+        yield self._family(
+            "celery_worker_processed_tasks",
+            "Tasks the worker processed since it started (from its heartbeats).",
+            "gauge",
+            worker,
+            processed,
+        )
+        yield self._family(
+            "celery_worker_load_average",
+            "Load average of the worker's host.",
+            "gauge",
+            ("worker", "period"),
+            load,
+        )
+        yield self._family(
+            "celery_worker_heartbeat_interval_seconds",
+            "The worker's own heartbeat interval.",
+            "gauge",
+            worker,
+            interval,
+        )
+        yield self._family(
+            "celery_worker",
+            "Worker software and process.",
+            "info",
+            ("worker", "sw_ident", "sw_ver", "sw_sys", "pid"),
+            info,
+        )
 
     def _queues(self, snap: Snapshot) -> Iterator[Metric]:
         if self.probe is None:
@@ -200,24 +238,23 @@ class EngineCollector(Collector):
     def _tracing(self) -> Iterator[Metric]:
         if self.tracing is None:
             return
-        shipper = self.tracing.shipper
+        spans = self.tracing.spans
         yield CounterMetricFamily(
             "clearly_exporter_spans_exported",
             "Spans the collector accepted.",
-            value=shipper.exported,
+            value=spans.exported,
         )
         yield _by_label(
             "clearly_exporter_spans_dropped",
             "Spans that never reached the collector, by reason.",
             "reason",
-            shipper.dropped,
+            spans.dropped,
         )
-        fetcher = self.tracing.fetcher
         yield _by_label(
             "clearly_exporter_result_fetches",
             "Result-backend fetches of values Celery cut, by outcome.",
             "outcome",
-            fetcher.outcomes if fetcher else {},
+            spans.outcomes or {},
         )
 
     def _exporter(self, snap: Snapshot) -> Iterator[Metric]:
@@ -245,10 +282,7 @@ class EngineCollector(Collector):
             snap.inferred,
         )
         yield _histogram(
-            "clearly_exporter_event_lag_seconds",
-            "Receive time minus event time.",
-            [],
-            {(): snap.event_lag},
+            "clearly_exporter_event_lag_seconds", "Receive time minus event time.", snap.event_lag
         )
         yield GaugeMetricFamily(
             "clearly_exporter_broker_up",

@@ -1,0 +1,174 @@
+"""The cached exposition: what prometheus_client would render from the same state, in
+both formats, kept up to date as series change, appear and go."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+from prometheus_client.samples import Exemplar
+
+from clearly_exporter.engine import Engine, EngineConfig
+from clearly_exporter.metrics.collector import EngineCollector
+from clearly_exporter.metrics.exposition import generate, number
+from clearly_exporter.source import BrokerHealth
+from tests.bundle.helpers import require_tool
+from tests.engine.events import (
+    T0,
+    failed,
+    received,
+    retried,
+    sent,
+    started,
+    succeeded,
+    worker_event,
+)
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+HOSTILE = 'quo"te\nnew\\line ünï€ode {a="b"} # 1'
+#: Differs between two collections of the same state.
+SCRAPE_DURATION = "clearly_exporter_scrape_duration_seconds"
+
+
+class Cluster:
+    """An engine fed events, a registry around it, and a clock the test moves."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.engine = Engine(config, trace_of=lambda root: root.replace("-", "").ljust(32, "0"))
+        self.now = T0
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(
+            EngineCollector(self.engine, BrokerHealth(), None, clock=lambda: self.now)
+        )
+
+    def feed(self, *events: dict) -> None:
+        for event in events:
+            self.now = max(self.now, event["timestamp"]) + 0.001
+            self.engine.handle(event, self.now)
+
+    def task(self, uuid: str, name: str = "app.add", queue: str = "q1", fail: bool = False) -> None:
+        t = self.now
+        if fail:
+            end = failed(uuid, t + 2.5, exception=HOSTILE + "('x')")
+        else:
+            end = succeeded(uuid, t + 0.07, runtime=0.07)
+        self.feed(sent(uuid, t, name=name, queue=queue), received(uuid, t), started(uuid, t), end)
+
+
+def exemplar(ex: Exemplar | None) -> tuple | None:
+    return None if ex is None else (tuple(ex.labels.items()), ex.value, str(ex.timestamp))
+
+
+def families(parse, text: str) -> dict[str, tuple]:
+    """Per family: type, help and its samples as a set, the scrape's own duration left out."""
+    out = {}
+    for family in parse(text):
+        samples = {
+            (s.name, tuple(sorted(s.labels.items())), s.value, exemplar(s.exemplar))
+            for s in family.samples
+            if s.name != SCRAPE_DURATION
+        }
+        out[family.name] = (family.type, family.documentation, samples)
+    return out
+
+
+def assert_as_prometheus_client_renders(cluster: Cluster, *formats: str) -> None:
+    """Our exposition and prometheus_client's of the same state parse the same."""
+    for accept in formats or ("", OPENMETRICS):
+        ours, content_type = generate(cluster.registry, accept)
+        if accept:
+            assert content_type.startswith("application/openmetrics-text; version=1.0.0")
+            parse, theirs = parse_om, generate_openmetrics(cluster.registry)
+        else:
+            assert content_type.startswith("text/plain; version=0.0.4")
+            parse, theirs = parse_text, generate_latest(cluster.registry)
+        assert families(parse, ours.decode()) == families(parse, theirs.decode())
+
+
+def busy_cluster() -> Cluster:
+    cluster = Cluster()
+    cluster.task("a")
+    cluster.task("b", name=HOSTILE, queue=HOSTILE, fail=True)
+    cluster.feed(received("c", cluster.now, name="app.slow"), started("c", cluster.now))
+    cluster.feed(sent("d", cluster.now), received("d", cluster.now), retried("d", cluster.now))
+    cluster.feed(worker_event("worker-heartbeat", "celery@w1", cluster.now))
+    cluster.feed(worker_event("worker-heartbeat", HOSTILE, cluster.now, sw_ver=HOSTILE))
+    return cluster
+
+
+def test_both_formats_say_what_prometheus_client_says_of_the_same_state():
+    assert_as_prometheus_client_renders(busy_cluster())
+
+
+def test_series_that_change_appear_or_go_are_rendered_anew():
+    cluster = busy_cluster()
+    assert_as_prometheus_client_renders(cluster)
+    cluster.task("f")  # counters, histograms and in-progress gauges of app.add move
+    cluster.task("g", name="app.new", queue="q2")  # new series in every family
+    cluster.now += 7  # every oldest-in-progress age grows
+    assert_as_prometheus_client_renders(cluster)
+    cluster.feed(worker_event("worker-offline", "celery@w1", cluster.now))
+    assert_as_prometheus_client_renders(cluster)
+    cluster.engine.workers.purge_after = 0.0
+    cluster.now += 1
+    text = generate(cluster.registry, "")[0].decode()
+    assert 'worker="celery@w1"' not in text, "a purged worker's series are gone"
+    assert_as_prometheus_client_renders(cluster)
+
+
+def test_each_format_is_current_when_the_other_was_scraped_in_between():
+    cluster = busy_cluster()
+    for uuid, accept in zip("efgh", ["", OPENMETRICS, "", OPENMETRICS], strict=True):
+        cluster.task(uuid)
+        assert_as_prometheus_client_renders(cluster, accept)
+
+
+def test_exemplars_only_in_openmetrics_and_only_on_runtime_buckets():
+    cluster = Cluster()
+    cluster.task("4bf92f35-77b3-4da6-a3ce-929d0e0e4736")
+    text = generate(cluster.registry, "")[0].decode()
+    assert " # {" not in text
+    openmetrics = generate(cluster.registry, OPENMETRICS)[0].decode()
+    with_exemplars = [line for line in openmetrics.splitlines() if " # {" in line]
+    assert with_exemplars == [
+        'celery_task_runtime_seconds_bucket{name="app.add",queue="q1",state="SUCCESS",le="0.1"} 1'
+        ' # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 0.07 ' + repr(T0 + 0.07)
+    ]
+    assert openmetrics.endswith("# EOF\n")
+
+
+def test_hostile_label_values_come_back_unchanged():
+    cluster = busy_cluster()
+    for parse, accept in [(parse_text, ""), (parse_om, OPENMETRICS)]:
+        body = generate(cluster.registry, accept)[0].decode()
+        labels = [s.labels for f in parse(body) for s in f.samples]
+        assert {"name": HOSTILE, "queue": HOSTILE, "exception": HOSTILE} in labels
+        assert any(lab.get("worker") == HOSTILE and lab.get("sw_ver") == HOSTILE for lab in labels)
+
+
+def test_promtool_accepts_the_exposition(tmp_path):
+    promtool = require_tool("promtool", "Debian package prometheus")
+    body = generate(busy_cluster().registry, "")[0]
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (3, "3"),
+        (0.25, "0.25"),
+        (1.7e9, "1700000000.0"),
+        (float("inf"), "+Inf"),
+        (float("nan"), "NaN"),
+        (True, "1.0"),
+    ],
+)
+def test_numbers_are_written_as_both_formats_read_them(value, text):
+    assert number(value) == text
