@@ -36,6 +36,7 @@ from procs import (
     settle,
     subscribed,
     total,
+    tree_memory_kb,
 )
 from storm import Storm, describe, publish
 
@@ -137,7 +138,7 @@ def drain(
         expected,
         finished - start.t,
         (end.cpu - start.cpu) / 1e9,
-        memory_kb(consumer.pid, "VmHWM"),
+        tree_memory_kb(consumer.pid, "VmHWM"),
         rss_before,
         complete=done,
         redis_cores=redis_cores,
@@ -345,7 +346,7 @@ def measure(
                 checks[consumer.name] = exporter_checks(consumer, storm)
                 if not isinstance(consumer, TracedExporter):
                     scrapes = time_scrapes(consumer, args.scrapes)
-                result.peak_rss_kb = memory_kb(consumer.pid, "VmHWM")
+                result.peak_rss_kb = tree_memory_kb(consumer.pid, "VmHWM")
             stop_all([consumer])
     finally:
         stop_all(consumers)

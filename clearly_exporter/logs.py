@@ -73,13 +73,23 @@ def _log_crash(exc_type: type[BaseException], exc: BaseException, tb: TracebackT
     logging.getLogger("clearly_exporter").critical("crashed", exc_info=(exc_type, exc, tb))
 
 
+#: The arguments of the last ``setup``, so a child process can log the same way.
+_applied: tuple[str, str, tuple[str, ...]] | None = None
+
+
+def applied() -> tuple[str, str, tuple[str, ...]] | None:
+    return _applied
+
+
 def setup(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
+    global _applied
+    _applied = (level, fmt, tuple(secrets))
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    mask = Masker(secrets)
+    mask = Masker(_applied[2])
     if mask:
         handler.addFilter(MaskSecrets(mask))
     root = logging.getLogger()

@@ -12,14 +12,28 @@ import uuid
 from functools import lru_cache
 
 
-@lru_cache(maxsize=65536)
 def trace_id(root_id: str) -> bytes:
     """The 16-byte trace id of a workflow rooted at task ``root_id`` (never all zero)."""
-    try:
-        value = uuid.UUID(root_id).bytes
-    except ValueError:
-        value = hashlib.blake2b(root_id.encode(), digest_size=16).digest()
+    # Celery's ids are canonical uuids: read their hex digits directly, as uuid.UUID
+    # would but a tenth of the cost (this runs for every histogram exemplar).
+    if len(root_id) == 36 and root_id[8] == root_id[13] == root_id[18] == root_id[23] == "-":
+        try:
+            value = bytes.fromhex(root_id.replace("-", ""))
+        except ValueError:
+            value = b""
+        if len(value) != 16:  # fromhex skips spaces
+            value = _other_id(root_id)
+    else:
+        value = _other_id(root_id)
     return value if any(value) else (1).to_bytes(16, "big")
+
+
+@lru_cache(maxsize=4096)
+def _other_id(root_id: str) -> bytes:
+    try:
+        return uuid.UUID(root_id).bytes
+    except ValueError:
+        return hashlib.blake2b(root_id.encode(), digest_size=16).digest()
 
 
 def trace_id_hex(root_id: str) -> str:

@@ -12,9 +12,8 @@ from collections import OrderedDict, deque
 from clearly_exporter.engine import Engine, TaskRecord, Transition
 from clearly_exporter.engine.records import SPAN_DONE, Attempt
 from clearly_exporter.engine.states import RANK
-from clearly_exporter.traces.results import ResultFetcher
-from clearly_exporter.traces.shipper import SpanShipper
-from clearly_exporter.traces.spans import SpanSettings, build_draft
+from clearly_exporter.traces.spans import view_of
+from clearly_exporter.traces.worker import SpanQueue
 
 
 class TraceSink:
@@ -23,16 +22,12 @@ class TraceSink:
     def __init__(
         self,
         engine: Engine,
-        settings: SpanSettings,
-        shipper: SpanShipper,
-        fetcher: ResultFetcher | None = None,
+        spans: SpanQueue,
         grace: float = 1.0,
         span_max_age: float = 3600.0,
     ) -> None:
         self.engine = engine
-        self.settings = settings
-        self.shipper = shipper
-        self.fetcher = fetcher
+        self.spans = spans
         self.grace = grace
         self.span_max_age = span_max_age
         self._due: deque[tuple[float, TaskRecord, Attempt]] = deque()
@@ -61,6 +56,7 @@ class TraceSink:
                 break
             del self._open[att]
             self._export(rec, att, incomplete=True)
+        self.spans.tick()
 
     def on_evict(self, rec: TaskRecord) -> None:
         for att in rec.attempts:
@@ -77,14 +73,8 @@ class TraceSink:
         if att.flags & SPAN_DONE:
             return
         att.flags |= SPAN_DONE
-        if self.shipper.full():
-            self.shipper.dropped["queue_full"] += 1
+        if self.spans.full():
+            self.spans.refuse()
             return
         parent = self.engine.task(rec.parent_id) if rec.parent_id else None
-        draft = build_draft(rec, att, parent, self.settings, incomplete)
-        if not draft.wants_fetch():
-            self.shipper.submit(draft.finish("event"))
-        elif self.fetcher is None:
-            self.shipper.submit(draft.finish("truncated"))
-        else:
-            self.fetcher.fetch(rec.uuid, draft, self.shipper.submit)
+        self.spans.submit(view_of(rec, att, parent, incomplete))

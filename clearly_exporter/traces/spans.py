@@ -2,14 +2,18 @@
 
 Span name ``run <task name>``, kind CONSUMER, from received (or started) to the end of
 the attempt, a span event per state reached, status ERROR with an ``exception`` event
-on FAILURE. Attribute names are the contract of design §5. A span is plain data
-(``SpanRecord``); ``encoding`` turns a batch of them into one OTLP request, which costs a
-fraction of building the SDK's span objects and running its generic encoder.
+on FAILURE. Attribute names are the contract of design §5.
+
+Two steps, so the second can run in another process: ``view_of`` reads what the span
+needs from the engine's records into a tuple of plain values (on the consumer thread,
+under the engine lock), ``build_draft`` makes the span of a view. A span is plain data
+(``SpanRecord``); ``encoding`` turns a batch of them into one OTLP request.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from clearly_exporter.engine.records import Attempt, TaskRecord
 from clearly_exporter.engine.states import BIT, FAILURE, KNOWN, RETRY, SUCCESS
@@ -25,6 +29,8 @@ NO_ATTRIBUTES: dict = {}
 
 #: A span event: (name, time in ns since the epoch, attributes).
 SpanEvent = tuple[str, int, dict]
+#: Which attempt a span is: (task id, retries, delivery of that retry count).
+AttemptKey = tuple[str, int, int]
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,35 @@ class SpanSettings:
     redact: Redactor
     with_args: bool = True
     max_attribute_length: int = 65536
+
+
+class AttemptView(NamedTuple):
+    """What the span of one attempt needs, read from the records at export time."""
+
+    key: AttemptKey
+    parent: AttemptKey | None
+    name: str | None
+    queue: str | None
+    routing_key: str | None
+    root_id: str | None
+    parent_id: str | None
+    eta: str | None
+    args: str | None
+    kwargs: str | None
+    result: str | None
+    state: str
+    outcome: str | None
+    t_sent: float | None
+    t_received: float | None
+    t_started: float | None
+    t_ended: float | None
+    worker: str | None
+    reached: int
+    inferred: int
+    custom: tuple[str, ...]
+    exception: str | None
+    traceback: str | None
+    incomplete: bool
 
 
 @dataclass(slots=True)
@@ -60,23 +95,23 @@ def maybe_cut(value: str | None) -> bool:
     return value is not None and len(value) >= MAYBE_CUT and "..." in value
 
 
-def attempt_key(rec: TaskRecord, att: Attempt) -> tuple[int, int]:
-    """(retries, delivery): which delivery of that retry count this attempt was."""
+def attempt_key(rec: TaskRecord, att: Attempt) -> AttemptKey:
+    """(task, retries, delivery): which delivery of that retry count this attempt was."""
     delivery = 0
     for other in rec.attempts:
         if other is att:
             break
         if other.retries == att.retries:
             delivery += 1
-    return att.retries, delivery
+    return rec.uuid, att.retries, delivery
 
 
-def parent_span_id(rec: TaskRecord, parent: TaskRecord | None) -> bytes | None:
-    """The span of the parent's attempt that sent this task (its first one if unknown)."""
+def parent_key(rec: TaskRecord, parent: TaskRecord | None) -> AttemptKey | None:
+    """The parent's attempt that sent this task (its first one if unknown)."""
     if not rec.parent_id:
         return None
     if parent is None or not parent.attempts:
-        return span_id(rec.parent_id, 0, 0)
+        return rec.parent_id, 0, 0
     first_seen = _first_time(rec)
     chosen = parent.attempts[-1]
     if first_seen is not None:
@@ -84,7 +119,7 @@ def parent_span_id(rec: TaskRecord, parent: TaskRecord | None) -> bytes | None:
             begun = att.t_started or att.t_received
             if begun is not None and begun <= first_seen:
                 chosen = att
-    return span_id(parent.uuid, *attempt_key(parent, chosen))
+    return attempt_key(parent, chosen)
 
 
 def _first_time(rec: TaskRecord) -> float | None:
@@ -92,6 +127,38 @@ def _first_time(rec: TaskRecord) -> float | None:
         return None
     first = rec.attempts[0]
     return first.t_sent or first.t_received or first.t_started
+
+
+def view_of(
+    rec: TaskRecord, att: Attempt, parent: TaskRecord | None, incomplete: bool = False
+) -> AttemptView:
+    """The view of ``att``, read now: later events may still change the records."""
+    return AttemptView(
+        attempt_key(rec, att),
+        parent_key(rec, parent),
+        rec.name,
+        rec.queue,
+        rec.routing_key,
+        rec.root_id,
+        rec.parent_id,
+        rec.eta,
+        rec.args,
+        rec.kwargs,
+        rec.result,
+        att.outcome or att.state or "UNKNOWN",
+        att.outcome,
+        att.t_sent,
+        att.t_received,
+        att.t_started,
+        att.t_ended,
+        att.worker,
+        att.reached,
+        att.inferred,
+        tuple(sorted(att.custom)) if att.custom else (),
+        att.exception,
+        att.traceback,
+        incomplete,
+    )
 
 
 def _cut(value: str, limit: int) -> str:
@@ -112,6 +179,10 @@ class Draft:
     values: dict
     settings: SpanSettings
 
+    @property
+    def task_id(self) -> str:
+        return self.span.attributes["celery.task.id"]
+
     def wants_fetch(self) -> bool:
         return any(maybe_cut(v) for v in self.values.values())
 
@@ -127,21 +198,16 @@ class Draft:
         return self.span
 
 
-def build_draft(
-    rec: TaskRecord,
-    att: Attempt,
-    parent: TaskRecord | None,
-    settings: SpanSettings,
-    incomplete: bool = False,
-) -> Draft:
-    """The span of ``att``, read from the record now (on the consumer thread)."""
-    received, started, ended = att.t_received, att.t_started, att.t_ended
-    start = received or started or ended or att.t_sent or 0.0
+def build_draft(view: AttemptView, settings: SpanSettings) -> Draft:
+    """The span of the attempt ``view`` shows."""
+    received, started, ended = view.t_received, view.t_started, view.t_ended
+    start = received or started or ended or view.t_sent or 0.0
     if ended is None:
         ended = max(t for t in (received, started, start) if t is not None)
-    queue = rec.queue or settings.default_queue
-    state = att.outcome or att.state or "UNKNOWN"
-    name = rec.name or "unknown"
+    task_id = view.key[0]
+    queue = view.queue or settings.default_queue
+    state = view.state
+    name = view.name or "unknown"
     shared: dict = {
         "celery.task.name": name,
         "celery.queue": queue,
@@ -149,49 +215,49 @@ def build_draft(
         "messaging.operation.type": "process",
         "messaging.destination.name": queue,
     }
-    if att.worker is not None:
-        shared["celery.worker"] = att.worker
-    if rec.routing_key is not None:
-        shared["celery.routing_key"] = rec.routing_key
+    if view.worker is not None:
+        shared["celery.worker"] = view.worker
+    if view.routing_key is not None:
+        shared["celery.routing_key"] = view.routing_key
     attrs: dict = {
-        "celery.task.id": rec.uuid,
+        "celery.task.id": task_id,
         "celery.task.state": state,
-        "celery.task.retries": att.retries,
-        "celery.task.root_id": rec.root_id or rec.uuid,
-        "messaging.message.id": rec.uuid,
+        "celery.task.retries": view.key[1],
+        "celery.task.root_id": view.root_id or task_id,
+        "messaging.message.id": task_id,
     }
-    if rec.parent_id is not None:
-        attrs["celery.task.parent_id"] = rec.parent_id
-    if rec.eta is not None:
-        attrs["celery.task.eta"] = rec.eta
-    if incomplete:
+    if view.parent_id is not None:
+        attrs["celery.task.parent_id"] = view.parent_id
+    if view.eta is not None:
+        attrs["celery.task.eta"] = view.eta
+    if view.incomplete:
         attrs["celery.task.incomplete"] = True
     start_ns, end_ns = int(start * 1e9), int(max(ended, start) * 1e9)
-    events = _state_events(att, start_ns, end_ns)
+    events = _state_events(view, start_ns, end_ns)
     error = None
     if state == FAILURE:
-        exc_type = exception_class(att.exception)
+        exc_type = exception_class(view.exception)
         attrs["error.type"] = exc_type
-        error = att.exception or exc_type
+        error = view.exception or exc_type
         exception = {
             "exception.type": exc_type,
-            "exception.message": att.exception or "",
-            "exception.stacktrace": att.traceback or "",
+            "exception.message": view.exception or "",
+            "exception.stacktrace": view.traceback or "",
         }
         events.append(("exception", end_ns, exception))
-    elif state == RETRY and att.exception:
-        attrs["celery.task.retry.reason"] = att.exception
+    elif state == RETRY and view.exception:
+        attrs["celery.task.retry.reason"] = view.exception
     values = {}
     if settings.with_args:
-        values = {"celery.task.args": rec.args, "celery.task.kwargs": rec.kwargs}
+        values = {"celery.task.args": view.args, "celery.task.kwargs": view.kwargs}
         if state == SUCCESS:
-            values["celery.task.result"] = rec.result
-        elif state in (FAILURE, RETRY) and att.traceback:
-            values["celery.task.traceback"] = att.traceback
+            values["celery.task.result"] = view.result
+        elif state in (FAILURE, RETRY) and view.traceback:
+            values["celery.task.traceback"] = view.traceback
     span = SpanRecord(
-        trace_id(rec.root_id or rec.uuid),
-        span_id(rec.uuid, *attempt_key(rec, att)),
-        parent_span_id(rec, parent),
+        trace_id(view.root_id or task_id),
+        span_id(*view.key),
+        span_id(*view.parent) if view.parent else None,
         f"run {name}",
         start_ns,
         end_ns,
@@ -203,18 +269,18 @@ def build_draft(
     return Draft(span, values, settings)
 
 
-def _state_events(att: Attempt, start: int, end: int) -> list[SpanEvent]:
-    stamps = {"PENDING": att.t_sent, "RECEIVED": att.t_received, "STARTED": att.t_started}
-    reached, inferred = att.reached, att.inferred
+def _state_events(view: AttemptView, start: int, end: int) -> list[SpanEvent]:
+    stamps = {"PENDING": view.t_sent, "RECEIVED": view.t_received, "STARTED": view.t_started}
+    reached, inferred, outcome = view.reached, view.inferred, view.outcome
     out = []
     for state in KNOWN:
         bit = BIT[state]
         if not reached & bit:
             continue
-        ts = stamps.get(state, att.t_ended if state == att.outcome else None)
+        ts = stamps.get(state, view.t_ended if state == outcome else None)
         fallback = start if state == "RECEIVED" else end
         at = fallback if ts is None else int(ts * 1e9)
         out.append((EVENT_NAMES[state], at, INFERRED if inferred & bit else NO_ATTRIBUTES))
-    for state in sorted(att.custom or ()):
+    for state in view.custom:
         out.append((f"celery.task.{state.lower()}", end, NO_ATTRIBUTES))
     return out

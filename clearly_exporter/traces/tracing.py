@@ -1,4 +1,8 @@
-"""Tracing as one piece the daemon starts and stops: exporter, shipper, fetcher, sink."""
+"""Tracing as one piece the daemon starts and stops: the sink and where spans are made.
+
+Spans are made in a process of their own (``process``); an exporter given in code
+(tests, embedding) makes them on the consumer thread instead.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,17 @@ from dataclasses import dataclass, field
 
 from opentelemetry.sdk.resources import Resource
 
-from clearly_exporter import __version__
+from clearly_exporter import __version__, logs
 from clearly_exporter.engine import Engine
 from clearly_exporter.traces.encoding import Encoder
-from clearly_exporter.traces.exporters import RequestExporter, make_exporter
+from clearly_exporter.traces.exporters import RequestExporter
+from clearly_exporter.traces.process import ChildConfig, SpanProcess
 from clearly_exporter.traces.redact import DEFAULT_PATTERNS, Redactor
 from clearly_exporter.traces.results import ResultFetcher
 from clearly_exporter.traces.shipper import SpanShipper
 from clearly_exporter.traces.sink import TraceSink
 from clearly_exporter.traces.spans import SpanSettings
+from clearly_exporter.traces.worker import LocalSpans, SpanQueue, SpanWorker
 
 PROTOCOLS = ("grpc", "http/protobuf")
 
@@ -61,29 +67,35 @@ class Tracing:
             with_args=settings.with_args,
             max_attribute_length=settings.max_attribute_length,
         )
+        self.spans: SpanQueue
         if exporter is None:
-            exporter = make_exporter(
-                settings.protocol,
-                settings.endpoint,
-                settings.headers or None,
-                settings.insecure,
-                settings.timeout,
+            self.spans = SpanProcess(
+                ChildConfig(
+                    protocol=settings.protocol,
+                    endpoint=settings.endpoint,
+                    headers=settings.headers or None,
+                    insecure=settings.insecure,
+                    timeout=settings.timeout,
+                    backend=settings.backend,
+                    max_queue=settings.max_queue,
+                    spans=span_settings,
+                    resource=dict(resource.attributes),
+                    logs=logs.applied(),
+                )
             )
-        self.shipper = SpanShipper(exporter, Encoder(resource.attributes), settings.max_queue)
-        self.fetcher = ResultFetcher(settings.backend) if settings.backend else None
-        self.sink = TraceSink(
-            engine, span_settings, self.shipper, self.fetcher, span_max_age=settings.span_max_age
-        )
+        else:
+            fetcher = ResultFetcher(settings.backend) if settings.backend else None
+            shipper = SpanShipper(exporter, Encoder(resource.attributes), settings.max_queue)
+            self.spans = LocalSpans(SpanWorker(span_settings, shipper, fetcher))
+        self.sink = TraceSink(engine, self.spans, span_max_age=settings.span_max_age)
         self.engine = engine
 
     def start(self) -> None:
-        self.shipper.start()
+        self.spans.start()
 
     def stop(self, seconds: float) -> None:
         """Export what ended, then flush the queue within ``seconds``."""
         deadline = time.monotonic() + seconds
         with self.engine.lock:
             self.sink.flush()
-        if self.fetcher is not None:
-            self.fetcher.close()
-        self.shipper.stop(deadline)
+        self.spans.stop(deadline)

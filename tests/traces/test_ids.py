@@ -1,5 +1,6 @@
 """Trace ids are root task uuids; span ids stable and valid."""
 
+import hashlib
 import uuid
 
 from clearly_exporter.traces.ids import span_id, trace_id, trace_id_hex
@@ -25,3 +26,11 @@ def test_span_ids_differ_per_attempt_and_are_stable():
     ids = {span_id("t", retries, delivery) for retries in range(3) for delivery in range(2)}
     assert len(ids) == 6
     assert span_id("t", 1, 0) == span_id("t", 1, 0)
+
+
+def test_the_fast_path_agrees_with_uuid_parsing():
+    task = str(uuid.uuid4())
+    assert trace_id(task.upper()) == trace_id(task) == uuid.UUID(task).bytes
+    assert trace_id("{" + task + "}") == uuid.UUID(task).bytes
+    spaced = "0123 567-89ab-cdef-0123-456789abcdef"
+    assert trace_id(spaced) == hashlib.blake2b(spaced.encode(), digest_size=16).digest()

@@ -159,8 +159,8 @@ def test_export_errors_and_full_queues_are_counted_never_block():
         engine.handle(received(f"t{i}", T0), T0)
         engine.handle(succeeded(f"t{i}", T0 + 1), T0)
     engine.tick(T0 + 10)
-    assert tracing.shipper.dropped["queue_full"] == 5
+    assert tracing.spans.dropped["queue_full"] == 5
     tracing.start()
     tracing.stop(5)
-    assert tracing.shipper.dropped["export_error"] == 5
-    assert tracing.shipper.exported == 0
+    assert tracing.spans.dropped["export_error"] == 5
+    assert tracing.spans.exported == 0

@@ -1,0 +1,228 @@
+"""The span process: spans made, completed and sent beside the exporter, not inside it.
+
+A span costs about as much as all the engine's work for its task (building it,
+redaction, OTLP encoding: ~20 µs), and one Python process runs one thread at a time,
+so spans made in the exporter slow the consumption of events. Here the consumer only
+reads each ended attempt into a view (a tuple of plain values) and a child process,
+on another core, turns views into spans and ships them (``worker.SpanWorker``).
+
+The consumer never waits: views are batched, a thread of their own writes them to the
+pipe, and at most ``max_queue`` are in flight (submitted, not yet taken by the child);
+more are dropped and counted as ``queue_full``. The child's counts come back through
+shared memory. A child that dies is started again (not more than once per
+``RESTART_EVERY``) and its spans in flight are counted as ``export_error``; if the
+exporter dies, the child sees its pipe close, flushes and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from clearly_exporter import logs
+from clearly_exporter.traces.encoding import Encoder
+from clearly_exporter.traces.exporters import make_exporter
+from clearly_exporter.traces.results import OUTCOMES, ResultFetcher
+from clearly_exporter.traces.shipper import SpanShipper
+from clearly_exporter.traces.spans import AttemptView, SpanSettings
+from clearly_exporter.traces.worker import SpanWorker
+
+log = logging.getLogger(__name__)
+
+#: Shared counters, written by the child only: the worker's counts.
+COUNTS = ("exported", "queue_full", "export_error", *(f"fetch_{o}" for o in OUTCOMES))
+#: The counts that end a span's way, one way or another.
+ENDS = ("exported", "queue_full", "export_error")
+INDEX = {name: i for i, name in enumerate(COUNTS)}
+BATCH = 256
+REPORT_EVERY = 0.2
+RESTART_EVERY = 5.0
+#: How long a child orphaned by the exporter's death may take to flush.
+ORPHAN_FLUSH = 5.0
+
+
+@dataclass(frozen=True)
+class ChildConfig:
+    """Everything the child needs, picklable."""
+
+    protocol: str
+    endpoint: str
+    headers: dict[str, str] | None
+    insecure: bool | None
+    timeout: float
+    backend: str | None
+    max_queue: int
+    spans: SpanSettings
+    resource: dict[str, Any]
+    logs: tuple[str, str, tuple[str, ...]] | None
+
+
+def child_main(reader: Connection, counts: Any, config: ChildConfig) -> None:
+    """The span process: views from ``reader`` until a stop message or the pipe closes."""
+    # Ctrl-C and SIGTERM reach the whole process group; the exporter decides when to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if config.logs is not None:
+        logs.setup(*config.logs)
+    exporter = make_exporter(
+        config.protocol, config.endpoint, config.headers, config.insecure, config.timeout
+    )
+    shipper = SpanShipper(exporter, Encoder(config.resource), config.max_queue)
+    fetcher = ResultFetcher(config.backend) if config.backend else None
+    worker = SpanWorker(config.spans, shipper, fetcher)
+    worker.start()
+    reported = dict.fromkeys(COUNTS, 0)
+    deadline = None
+    try:
+        while deadline is None:
+            if reader.poll(REPORT_EVERY):
+                message = reader.recv()
+                if isinstance(message, float):
+                    deadline = message
+                    break
+                for item in message:
+                    worker.handle(AttemptView._make(item))
+            _report(counts, reported, worker.counts())
+    except EOFError:
+        log.warning("the exporter went away; flushing spans for up to %.0fs", ORPHAN_FLUSH)
+    finally:
+        worker.stop(deadline or time.monotonic() + ORPHAN_FLUSH)
+        _report(counts, reported, worker.counts())
+
+
+def _report(counts: Any, reported: dict[str, int], now: dict[str, int]) -> None:
+    """Add what changed since the last report (a restarted child adds to the same totals)."""
+    for name, value in now.items():
+        delta = value - reported[name]
+        if delta:
+            counts[INDEX[name]] += delta
+            reported[name] = value
+
+
+class SpanProcess:
+    """The exporter's side of the span process (a ``worker.SpanQueue``)."""
+
+    def __init__(self, config: ChildConfig) -> None:
+        self.config = config
+        self.max_queue = config.max_queue
+        self._ctx = multiprocessing.get_context("spawn")
+        self._counts = self._ctx.Array("q", len(COUNTS), lock=False)
+        self._pending: list[tuple] = []
+        self._submitted = 0
+        self._refused = 0
+        self._lost = 0
+        self._started_at = float("-inf")
+        self._stopping = False
+        self._child: Any = None
+        self._outbox: queue.SimpleQueue | None = None
+
+    @property
+    def exported(self) -> int:
+        return self._counts[INDEX["exported"]]
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        return {
+            "queue_full": self._counts[INDEX["queue_full"]] + self._refused,
+            "export_error": self._counts[INDEX["export_error"]] + self._lost,
+        }
+
+    @property
+    def outcomes(self) -> dict[str, int] | None:
+        if self.config.backend is None:
+            return None
+        return {o: self._counts[INDEX[f"fetch_{o}"]] for o in OUTCOMES}
+
+    def _ended(self) -> int:
+        return sum(self._counts[INDEX[name]] for name in ENDS) + self._lost
+
+    def _in_flight(self) -> int:
+        """Views submitted and not yet ended: waiting, in the pipe, or in the child."""
+        return self._submitted - self._ended()
+
+    def full(self) -> bool:
+        return self._in_flight() >= self.max_queue
+
+    def refuse(self) -> None:
+        self._refused += 1
+
+    def submit(self, view: AttemptView) -> None:
+        self._submitted += 1
+        self._pending.append(tuple(view))
+        if len(self._pending) >= BATCH:
+            self._send_pending()
+
+    def tick(self) -> None:
+        if self._child is not None and not self._child.is_alive() and not self._stopping:
+            self._on_death()
+        if self._pending:
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        if self._outbox is not None:
+            self._outbox.put(self._pending)
+            self._pending = []
+
+    def start(self) -> None:
+        reader, writer = self._ctx.Pipe(duplex=False)
+        self._child = self._ctx.Process(
+            target=child_main,
+            args=(reader, self._counts, self.config),
+            name="clearly-span-process",
+            daemon=True,
+        )
+        self._child.start()
+        reader.close()
+        self._started_at = time.monotonic()
+        self._outbox = queue.SimpleQueue()
+        threading.Thread(
+            target=_write, args=(writer, self._outbox), name="clearly-span-writer", daemon=True
+        ).start()
+
+    def _on_death(self) -> None:
+        """Count what the dead child held as lost; start another when due."""
+        if self._outbox is not None:
+            code = self._child.exitcode
+            self._outbox.put(None)
+            self._outbox = None
+            lost = self._in_flight() - len(self._pending)
+            self._lost += lost
+            log.error("the span process exited (code %s): %d spans lost", code, lost)
+        if time.monotonic() - self._started_at >= RESTART_EVERY:
+            self.start()
+            self._send_pending()
+
+    def stop(self, deadline: float) -> None:
+        """Send what waits and a stop message; the child flushes until ``deadline``."""
+        self._stopping = True
+        if self._child is None or self._outbox is None:
+            return
+        self._send_pending()
+        self._outbox.put(deadline)
+        self._outbox.put(None)
+        self._child.join(max(deadline - time.monotonic(), 0) + 0.5)
+        if self._child.is_alive():
+            log.warning("the span process did not stop in time; killed")
+            self._child.kill()
+            self._child.join(1)
+        unaccounted = self._in_flight()
+        if unaccounted > 0:
+            self._lost += unaccounted
+            log.warning("%d spans not exported before the stop deadline", unaccounted)
+
+
+def _write(writer: Connection, outbox: queue.SimpleQueue) -> None:
+    """Write batches (and a final stop message) to the child until ``None``."""
+    while (item := outbox.get()) is not None:
+        try:
+            writer.send(item)
+        except (OSError, ValueError):
+            break  # the child is gone: its spans are counted when its death is seen
+    writer.close()
