@@ -1,8 +1,10 @@
 """When an attempt becomes a span: shortly after it ends, or when it is given up on.
 
 An ended attempt waits ``grace`` seconds for late events (a task-started arriving after
-its task-succeeded), then becomes a span. Attempts that never end are exported as
-incomplete when evicted or older than ``span_max_age``, never lost silently.
+its task-succeeded), then becomes a span; one whose every event has come (task-sent,
+task-received, task-started and its outcome, none inferred) has nothing to wait for and
+becomes a span on the next tick. Attempts that never end are exported as incomplete
+when evicted or older than ``span_max_age``, never lost silently.
 """
 
 from __future__ import annotations
@@ -11,9 +13,18 @@ from collections import OrderedDict, deque
 
 from clearly_exporter.engine import Engine, TaskRecord, Transition
 from clearly_exporter.engine.records import SPAN_DONE, Attempt
-from clearly_exporter.engine.states import RANK
+from clearly_exporter.engine.states import BIT, RANK
 from clearly_exporter.traces.spans import view_of
 from clearly_exporter.traces.worker import SpanQueue
+
+#: The states whose own events, with the outcome's, leave nothing late to wait for.
+WHOLE = BIT["PENDING"] | BIT["RECEIVED"] | BIT["STARTED"]
+
+
+def whole(att: Attempt) -> bool:
+    """Whether every event of the ended attempt came (a duplicate changes nothing)."""
+    seen = att.reached & ~att.inferred
+    return seen & WHOLE == WHOLE and bool(seen & BIT.get(att.outcome or "", 0))
 
 
 class TraceSink:
@@ -31,6 +42,7 @@ class TraceSink:
         self.grace = grace
         self.span_max_age = span_max_age
         self._due: deque[tuple[float, TaskRecord, Attempt]] = deque()
+        self._ready: deque[tuple[TaskRecord, Attempt]] = deque()
         self._open: OrderedDict[Attempt, tuple[float, TaskRecord]] = OrderedDict()
         engine.subscribe(self.on_transition)
         engine.on_tick(self.tick)
@@ -42,11 +54,16 @@ class TraceSink:
             return
         if RANK.get(tr.state) == 3:
             self._open.pop(att, None)
-            self._due.append((tr.task.updated + self.grace, tr.task, att))
+            if whole(att):
+                self._ready.append((tr.task, att))
+            else:
+                self._due.append((tr.task.updated + self.grace, tr.task, att))
         elif att not in self._open and att.outcome is None:
             self._open[att] = (tr.task.updated, tr.task)
 
     def tick(self, now: float) -> None:
+        while self._ready:
+            self._export(*self._ready.popleft())
         while self._due and self._due[0][0] <= now:
             _, rec, att = self._due.popleft()
             self._export(rec, att)
@@ -65,6 +82,8 @@ class TraceSink:
 
     def flush(self) -> None:
         """Export every ended attempt now (at shutdown), without waiting for the grace."""
+        while self._ready:
+            self._export(*self._ready.popleft())
         while self._due:
             _, rec, att = self._due.popleft()
             self._export(rec, att)

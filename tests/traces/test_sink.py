@@ -8,6 +8,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from clearly_exporter.engine import Engine, EngineConfig
+from clearly_exporter.traces.sink import TraceSink
 from clearly_exporter.traces.tracing import Tracing, TracingSettings
 from tests.engine.events import T0, failed, received, retried, sent, started, succeeded
 from tests.otlp_receiver import MemoryExporter, Span
@@ -164,3 +165,40 @@ def test_export_errors_and_full_queues_are_counted_never_block():
     tracing.stop(5)
     assert tracing.spans.dropped["export_error"] == 5
     assert tracing.spans.exported == 0
+
+
+class Recorder:
+    """A ``SpanQueue`` that keeps the views the sink hands over, in order."""
+
+    exported = 0
+    dropped: dict = {}
+    outcomes = None
+
+    def __init__(self) -> None:
+        self.views: list = []
+
+    def full(self) -> bool:
+        return False
+
+    def refuse(self) -> None:
+        """Never full."""
+
+    def submit(self, view) -> None:
+        self.views.append(view)
+
+    def tick(self) -> None:
+        """Nothing waits."""
+
+
+def test_an_attempt_whose_every_event_came_needs_no_grace():
+    a, b, _ = ids()
+    engine, recorder = Engine(), Recorder()
+    TraceSink(engine, recorder, grace=1.0)
+    for event in (sent(a, T0), received(a, T0), started(a, T0 + 1), succeeded(a, T0 + 2)):
+        engine.handle(event, T0 + 2)
+    for event in (sent(b, T0), received(b, T0), succeeded(b, T0 + 2)):
+        engine.handle(event, T0 + 2)
+    engine.tick(T0 + 2.1)
+    assert [v.key[0] for v in recorder.views] == [a]
+    engine.tick(T0 + 3.1)
+    assert [v.key[0] for v in recorder.views] == [a, b], "an inferred STARTED waits"
