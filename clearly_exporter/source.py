@@ -41,15 +41,23 @@ class BrokerHealth:
     reason: str = "not connected yet"
     reconnects: int = 0
     _ever_connected: bool = field(default=False, repr=False)
+    #: Monotonic time the connection was lost at; None while connected or never up.
+    _lost_at: float | None = field(default=None, repr=False)
 
-    def up(self) -> None:
+    def up(self) -> float | None:
+        """Mark connected; return how long it was lost for, None on the first connection."""
+        gap = None if self._lost_at is None else time.monotonic() - self._lost_at
         if self._ever_connected:
             self.reconnects += 1
         self._ever_connected = True
+        self._lost_at = None
         self.connected = True
         self.reason = ""
+        return gap
 
     def down(self, reason: str) -> None:
+        if self.connected:
+            self._lost_at = time.monotonic()
         self.connected = False
         self.reason = reason
 
@@ -149,8 +157,17 @@ class EventSource(threading.Thread):
                 # before saying healthy and before asking workers for a heartbeat.
                 with contextlib.suppress(TimeoutError):
                     conn.drain_events(timeout=0.05)
-                self.health.up()
+                gap = self.health.up()
                 log.info("consuming events from %s", redact_url(self.config.url))
+                if gap is not None:
+                    # Whatever was published meanwhile is gone unless a queue kept it
+                    # (--event-queue): say so, the metrics can only estimate it.
+                    log.warning(
+                        "reconnected after %.1fs: events published meanwhile are lost unless "
+                        "an --event-queue kept them (clearly_exporter_events_lost_total "
+                        "estimates how many)",
+                        gap,
+                    )
                 self._wake_workers(conn)
                 self._drain(conn)
                 if not named:
@@ -206,5 +223,11 @@ class EventSource(threading.Thread):
         except (orjson.JSONDecodeError, TypeError):
             self.engine.invalid()
             return
-        self.engine.ingest(body if isinstance(body, list) else (body,), now)
+        try:
+            self.engine.ingest(body if isinstance(body, list) else (body,), now)
+        except Exception:
+            # The engine takes any input (fuzz-tested); should a bug surface anyway, the
+            # message is counted and the consumption goes on: it is not a broker failure.
+            log.exception("a message the engine could not apply was counted as invalid")
+            self.engine.invalid()
         self._tick_if_due(now)

@@ -1,54 +1,29 @@
 """Broker outages while real workers run: the exporter survives, reports and resumes.
 
-Redis runs as a private server the test stops and starts. A RabbitMQ restart is not
-tested here: stopping the machine's shared RabbitMQ left Celery workers unable to
-consume for minutes after it came back, which made the test about Celery, not us.
+Each test runs a broker of its own (tests/servers.py) and stops and restarts it: the
+machine's shared Redis and RabbitMQ are never touched (stopping the shared RabbitMQ
+once left Celery workers unable to consume for minutes after it came back).
 """
 
 from __future__ import annotations
 
-import shutil
+import os
+import signal
+import time
 from pathlib import Path
 
-import pytest
 from celery import Celery
 
+from tests.servers import PrivateRabbit, PrivateRedis
 from tests.support import (
     Exporter,
-    Proc,
     Worker,
-    child_env,
-    free_port,
     http_get,
-    reachable,
+    producer,
     select,
     wait_for,
     wait_worker_up,
 )
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, on a fixed port across restarts."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.tmp = tmp
-        self.proc: Proc | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> PrivateRedis:
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        cmd += ["--save", "", "--appendonly", "no", "--dir", str(self.tmp)]
-        self.proc = Proc(cmd, child_env(), self.tmp / f"redis-{self.port}.log").start()
-        wait_for(lambda: reachable("127.0.0.1", self.port), 20, "private redis up")
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
 
 
 def straddle_outage(broker: str, queue: str, tmp: Path, cleanup, outage, restore) -> None:
@@ -67,8 +42,8 @@ def straddle_outage(broker: str, queue: str, tmp: Path, cleanup, outage, restore
     for _ in range(3):
         app.send_task("demo.slow", (4,), queue=queue)
 
-    def counted(name: str, state: str) -> float:
-        counts = select(exporter.scrape(), "celery_tasks_total", queue=queue, state=state)
+    def counted(name: str, state: str, where: str = queue) -> float:
+        counts = select(exporter.scrape(), "celery_tasks_total", queue=where, state=state)
         return counts.get((("name", name),), 0)
 
     wait_for(lambda: counted("demo.slow", "STARTED") == 3, 60, "three tasks started")
@@ -86,14 +61,16 @@ def straddle_outage(broker: str, queue: str, tmp: Path, cleanup, outage, restore
     assert select(samples, "clearly_exporter_broker_up") == {(): 1.0}
     assert select(samples, "clearly_exporter_broker_reconnects_total")[()] >= 1
     # A worker or producer that lived through the outage may take long to work again
-    # (Celery's own reconnection, seen stuck after a RabbitMQ restart): fresh ones show
-    # that the exporter counts again, which is what is tested here.
-    cleanup.append(Worker(broker, queue, tmp).start())
+    # (Celery's own reconnection: seen receiving a task after a RabbitMQ restart and
+    # never starting it): fresh ones, on a queue of their own, show that the exporter
+    # counts again, which is what is tested here.
+    fresh = f"{queue}-after"
+    cleanup.append(Worker(broker, fresh, tmp).start())
     after = Celery("test-producer-after", set_as_current=False)
     after.conf.update(broker_url=broker, task_send_sent_event=True)
     for i in range(3):
-        after.send_task("demo.add", (i, i), queue=queue)
-    wait_for(lambda: counted("demo.add", "SUCCESS") == 3, 90, "counting resumed")
+        after.send_task("demo.add", (i, i), queue=fresh)
+    wait_for(lambda: counted("demo.add", "SUCCESS", fresh) == 3, 90, "counting resumed")
     for state in ("PENDING", "RECEIVED", "STARTED"):
         assert counted("demo.slow", state) == 3, state
     assert counted("demo.slow", "SUCCESS") <= 3, "never counted twice"
@@ -101,8 +78,71 @@ def straddle_outage(broker: str, queue: str, tmp: Path, cleanup, outage, restore
 
 
 def test_redis_restart_mid_stream(queue: str, tmp_path: Path, cleanup):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed")
     redis = PrivateRedis(tmp_path).start()
     cleanup.append(redis)
-    straddle_outage(redis.url, queue, tmp_path, cleanup, redis.stop, redis.start)
+    straddle_outage(redis.url(), queue, tmp_path, cleanup, redis.stop, redis.start)
+
+
+def test_rabbitmq_restart_mid_stream(queue: str, tmp_path: Path, cleanup):
+    rabbit = PrivateRabbit(tmp_path).start()
+    cleanup.append(rabbit)
+    straddle_outage(rabbit.url, queue, tmp_path, cleanup, rabbit.stop, rabbit.start)
+
+
+def test_redis_cuts_off_a_stalled_exporter(queue: str, tmp_path: Path, cleanup):
+    """Redis drops a subscriber whose output buffer passes the pubsub limit; the events
+    in that buffer are gone. The exporter must come back and say events were lost."""
+    redis = PrivateRedis(tmp_path, ["--client-output-buffer-limit", "pubsub 64kb 32kb 1"])
+    cleanup.append(redis.start())
+    exporter = Exporter(redis.url(), tmp_path)
+    cleanup.append(exporter.start())
+    worker = Worker(redis.url(), queue, tmp_path)
+    cleanup.append(worker.start())
+    wait_worker_up(exporter, worker)
+    app = producer(redis.url())
+    payload = "x" * 1000  # events carry args and results: ~4 KB of events per task
+    sent = 0
+
+    def counted(name: str, state: str) -> float:
+        counts = select(exporter.scrape(), "celery_tasks_total", queue=queue, state=state)
+        return counts.get((("name", name),), 0)
+
+    def cut_off() -> bool:
+        nonlocal sent
+        for _ in range(100):
+            app.send_task("demo.add", (payload, "y"), queue=queue)
+        sent += 100
+        return "output buffer limits" in redis.proc.output()
+
+    before = exporter.scrape()
+    assert select(before, "clearly_exporter_events_lost_total") == {(): 0.0}
+    assert select(before, "clearly_exporter_broker_reconnects_total") == {(): 0.0}
+    pid = exporter.proc.popen.pid
+    os.kill(pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        wait_for(cut_off, 40, "redis to cut the stalled exporter off", every=0)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    print(f"cut off after {sent} tasks, {time.monotonic() - t0:.1f}s stalled")
+    wait_for(
+        lambda: select(exporter.scrape(), "clearly_exporter_broker_reconnects_total")[()] >= 1,
+        30,
+        "reconnected",
+    )
+    wait_for(lambda: exporter.get("/healthz")[0] == 200, 30, "healthy again")
+    assert select(exporter.scrape(), "clearly_exporter_broker_up") == {(): 1.0}
+    for i in range(5):
+        app.send_task("demo.login", (f"u{i}",), queue=queue)
+    wait_for(lambda: counted("demo.login", "SUCCESS") == 5, 60, "counting resumed")
+    lost = wait_for(
+        lambda: select(exporter.scrape(), "clearly_exporter_events_lost_total")[()],
+        30,
+        "the gap reported as lost events",
+    )
+    print(f"events lost reported: {lost}")
+    assert lost <= sent, "at most one task-started per task sent"
+    assert "reconnected after" in exporter.proc.output(), "the gap is logged"
+    for state in ("PENDING", "RECEIVED", "STARTED", "SUCCESS"):
+        assert counted("demo.add", state) <= sent, "never counted twice"
+    assert exporter.proc.popen.poll() is None

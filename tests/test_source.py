@@ -122,3 +122,17 @@ def test_a_batch_keeps_good_events_next_to_bad_ones():
     source._on_message(SimpleNamespace(content_type="application/json", body=body))
     assert engine.task("a").state == "RECEIVED"
     assert engine.events_invalid == 3
+
+
+def test_an_engine_error_is_counted_not_taken_for_a_broker_failure(monkeypatch, caplog):
+    engine = Engine()
+    source = EventSource(SourceConfig("memory://", {}), engine, clock=lambda: 1.0)
+
+    def broken(events, now):
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(engine, "ingest", broken)
+    body = b'{"type": "task-received", "uuid": "a", "name": "n"}'
+    source._on_message(SimpleNamespace(content_type="application/json", body=body))
+    assert engine.events_invalid == 1
+    assert "could not apply" in caplog.text

@@ -1,15 +1,21 @@
 """Complete values from the result backend, for reprs Celery cut at 1024 characters.
 
 Fetched off the consumer thread, with bounded concurrency and pending work, a socket
-timeout, and JSON only (a pickled result is never loaded).
+timeout, and JSON only (a pickled result is never loaded). A backend that fails is
+left alone for a while (1 s doubling to 30 s while it keeps failing): meanwhile spans
+go out at once with the event's cut values, instead of each waiting out a timeout
+behind the others. Every span handed to ``fetch`` reaches ``done`` exactly once, also
+when the fetcher closes with fetches still pending.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from celery import Celery
 
@@ -18,7 +24,15 @@ from clearly_exporter.traces.spans import Draft, SpanRecord
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("ok", "missing", "error", "skipped")
+#: ``timeout``: the backend did not answer in time (hung, overloaded); ``error``: any
+#: other failure (unreachable, refused); ``skipped``: not tried (too many pending, the
+#: backend failed moments ago, or the exporter is stopping).
+OUTCOMES = ("ok", "missing", "error", "timeout", "skipped")
+FAILED = frozenset({"error", "timeout"})
+BACKOFF_MIN = 1.0
+BACKOFF_MAX = 30.0
+
+Done = Callable[[SpanRecord], None]
 
 
 class ResultFetcher:
@@ -31,7 +45,14 @@ class ResultFetcher:
         self.max_pending = max_pending
         self.outcomes = dict.fromkeys(OUTCOMES, 0)
         self._lock = threading.Lock()
-        self._pending = 0
+        #: Spans not yet handed to ``done``: queued or being fetched.
+        self._jobs: dict[int, tuple[Draft, Done]] = {}
+        self._ids = itertools.count()
+        self._closed = False
+        #: While the backend fails: fetches starting before ``_retry_at`` are skipped.
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._failed_at = float("-inf")
         self.app = Celery("clearly-exporter-results", set_as_current=False)
         self.app.conf.update(
             result_backend=url,
@@ -41,37 +62,82 @@ class ResultFetcher:
             redis_socket_connect_timeout=timeout,
             result_cache_max=-1,
         )
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="clearly-result-fetch")
+        # Daemon threads, not a ThreadPoolExecutor: the interpreter joins an executor's
+        # threads at exit, so a fetch hung on its socket would hold up a SIGTERM.
+        self._todo: queue.SimpleQueue[tuple[int, str] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"clearly-result-fetch-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def fetch(self, task_id: str, draft: Draft, done: Callable[[SpanRecord], None]) -> None:
+    def fetch(self, task_id: str, draft: Draft, done: Done) -> None:
         """Complete ``draft`` from the backend, then hand the span to ``done``."""
         with self._lock:
-            if self._pending >= self.max_pending:
+            busy = self._closed or len(self._jobs) >= self.max_pending
+            if busy:
                 self.outcomes["skipped"] += 1
-                busy = True
             else:
-                self._pending += 1
-                busy = False
+                job = next(self._ids)
+                self._jobs[job] = (draft, done)
         if busy:
             done(draft.finish("truncated"))
             return
-        self._pool.submit(self._fetch, task_id, draft, done)
+        self._todo.put((job, task_id))
 
-    def _fetch(self, task_id: str, draft: Draft, done: Callable[[SpanRecord], None]) -> None:
-        outcome, source = "error", "truncated"
-        try:
-            meta = self.app.backend.get_task_meta(task_id)
-            if meta.get("status") in ("SUCCESS", "FAILURE", "RETRY"):
-                self._complete(draft, meta)
-                outcome, source = "ok", "backend"
-            else:
-                outcome = "missing"
-        except Exception as exc:
-            log.debug("result fetch of %s from %s failed: %s", task_id, redact_url(self.url), exc)
+    def _run(self) -> None:
+        while (item := self._todo.get()) is not None:
+            try:
+                self._fetch(*item)
+            except Exception:
+                log.exception("result fetch of %s failed unexpectedly", item[1])
+
+    def _fetch(self, job: int, task_id: str) -> None:
+        started = time.monotonic()
+        meta: dict | None = None
         with self._lock:
-            self._pending -= 1
-            self.outcomes[outcome] += 1
-        done(draft.finish(source))
+            outcome = "skipped" if started < self._retry_at else ""
+        if not outcome:
+            try:
+                meta = self.app.backend.get_task_meta(task_id)
+                if meta.get("status") in ("SUCCESS", "FAILURE", "RETRY"):
+                    outcome = "ok"
+                else:
+                    outcome, meta = "missing", None
+            except Exception as exc:
+                outcome = "timeout" if _is_timeout(exc) else "error"
+                log.debug("result fetch of %s failed: %s", task_id, exc)
+        with self._lock:
+            self._judge(outcome, started)
+            claimed = self._jobs.pop(job, None)
+            if claimed is not None:  # else close() already handed it over
+                self.outcomes[outcome] += 1
+        if claimed is not None:
+            draft, done = claimed
+            if meta is not None:
+                self._complete(draft, meta)
+            done(draft.finish("backend" if meta is not None else "truncated"))
+
+    def _judge(self, outcome: str, started: float) -> None:
+        """Open, extend or close the pause on fetches (caller holds the lock)."""
+        if outcome in ("ok", "missing"):
+            if self._backoff:
+                log.info("result backend %s answers again", redact_url(self.url))
+            self._backoff = self._retry_at = 0.0
+        elif outcome in FAILED and started >= self._failed_at:
+            # Fetches already under way when a failure paused the others fail alike:
+            # only one started since then says the backend is still failing.
+            if not self._backoff:
+                log.warning(
+                    "result backend %s failed (%s): spans keep the values Celery cut "
+                    "until it answers again",
+                    redact_url(self.url),
+                    outcome,
+                )
+            self._backoff = min(self._backoff * 2 or BACKOFF_MIN, BACKOFF_MAX)
+            self._failed_at = time.monotonic()
+            self._retry_at = self._failed_at + self._backoff
 
     @staticmethod
     def _complete(draft: Draft, meta: dict) -> None:
@@ -86,4 +152,20 @@ class ResultFetcher:
             values["celery.task.kwargs"] = repr(meta["kwargs"])
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Hand every pending span over now, with its cut values; fetches still running
+        are abandoned (their threads end at their socket timeout, or with the process)."""
+        with self._lock:
+            self._closed = True
+            jobs = list(self._jobs.values())
+            self._jobs.clear()
+            self.outcomes["skipped"] += len(jobs)
+        for draft, done in jobs:
+            done(draft.finish("truncated"))
+        for _ in self._threads:
+            self._todo.put(None)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """Whether a failure is a timeout, whatever library raised it (redis-py, kombu and
+    the socket module each have their own ``TimeoutError``)."""
+    return any(cls.__name__ == "TimeoutError" for cls in type(exc).__mro__)
