@@ -11,9 +11,11 @@ so the exporter reads these folders with the stock transport.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from time import monotonic
 
+from kombu import Exchange, Queue
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
@@ -36,6 +38,49 @@ class Channel(filesystem.Channel):
             os.replace(path + PARTIAL, path)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {path!r} to directory") from exc
+
+
+#: Event queues of the exporter are named ``PREFIX<host>.<pid>.<random>``.
+PREFIX = "celeryev.clearly-exporter."
+
+
+def event_queue_name() -> str:
+    """A name that tells which process on which host the queue belongs to."""
+    return f"{PREFIX}{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:12]}"
+
+
+def _dead(queue: str, host: str) -> bool:
+    """Whether the queue is one of this host's exporters whose process is gone."""
+    if not queue.startswith(PREFIX):
+        return False
+    owner, _, pid = queue.removeprefix(PREFIX).rpartition(".")[0].rpartition(".")
+    if owner != host or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def remove_dead_queues(channel: filesystem.Channel, exchange: Exchange) -> int:
+    """Unbind and empty the event queues of exporters killed on this host (SIGKILL).
+
+    A stopping exporter removes its own queue; a killed one cannot, and the filesystem
+    keeps the binding forever: every event would be copied into a folder nobody reads.
+    """
+    host = socket.gethostname()
+    removed = 0
+    for routing_key, _, name in channel.get_table(exchange.name):
+        if _dead(name, host):
+            queue = Queue(name, exchange=exchange, routing_key=routing_key)(channel)
+            queue.declare()
+            queue.purge()
+            queue.delete()
+            removed += 1
+    return removed
 
 
 class Transport(filesystem.Transport):

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,8 +20,10 @@ from celery import Celery
 from celery.events.event import get_exchange
 from kombu import Connection, Consumer, Queue
 
+from clearly_exporter import fstransport
 from clearly_exporter.brokers import redact_url, transport_for, url_passwords
 from clearly_exporter.engine import Engine
+from clearly_exporter.fstransport import event_queue_name, remove_dead_queues
 from clearly_exporter.masking import Masker, secret_values
 
 log = logging.getLogger(__name__)
@@ -142,9 +143,10 @@ class EventSource(threading.Thread):
         with self._connection() as conn:
             conn.ensure_connection(max_retries=1)
             named = self.config.event_queue
+            exchange = get_exchange(conn)
             queue = Queue(
-                named or f"celeryev.clearly-exporter.{uuid.uuid4()}",
-                exchange=get_exchange(conn),
+                named or event_queue_name(),
+                exchange=exchange,
                 routing_key="#",
                 auto_delete=not named,
                 durable=bool(named),
@@ -152,6 +154,10 @@ class EventSource(threading.Thread):
                 expires=self.config.queue_expires,
             )
             channel = conn.channel()
+            if isinstance(channel, fstransport.Channel):
+                removed = remove_dead_queues(channel, exchange)
+                if removed:
+                    log.info("removed the event queues of %d killed exporter(s)", removed)
             with Consumer(channel, queues=[queue], on_message=self._on_message, no_ack=True):
                 # Some transports (Redis pub/sub) subscribe on the first drain: do one
                 # before saying healthy and before asking workers for a heartbeat.

@@ -77,8 +77,11 @@ def test_known_workload_gives_exact_counts(broker: str, queue: str, tmp_path: Pa
 
     try:
         samples = wait_for(settled, 90, "exact task counts")
-    finally:
-        print(task_counts(exporter.scrape(), queue))
+    finally:  # on failure: every label, so a task counted under another queue shows
+        last = exporter.scrape()
+        print(select(last, "celery_tasks_total"))
+        print({k: v for k, v in last.items() if k[0].startswith("clearly_exporter_events")})
+        print(exporter.proc.output()[-2000:])
     assert hist_counts(samples, "celery_task_runtime_seconds", queue) == {
         (("name", "demo.add"), ("state", "SUCCESS")): 10,
         (("name", "demo.fail"), ("state", "FAILURE")): 3,

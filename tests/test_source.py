@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +19,7 @@ from kombu import Connection, Producer
 from clearly_exporter.brokers import connection_config, transport_for
 from clearly_exporter.engine import Engine
 from clearly_exporter.source import EventSource, SourceConfig
+from tests.engine.events import received
 from tests.support import Exporter, Worker, select, wait_for, wait_worker_up
 
 
@@ -136,3 +139,29 @@ def test_an_engine_error_is_counted_not_taken_for_a_broker_failure(monkeypatch, 
     source._on_message(SimpleNamespace(content_type="application/json", body=body))
     assert engine.events_invalid == 1
     assert "could not apply" in caplog.text
+
+
+def test_a_killed_exporters_filesystem_queue_is_removed_by_the_next_one(tmp_path: Path, cleanup):
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    broker = f"filesystem://{folder}"
+    bindings = folder / "control" / "celeryev.exchange"
+
+    def queues() -> list[str]:
+        return [q for _, _, q in json.loads(bindings.read_text())] if bindings.exists() else []
+
+    def files_of(queue: str) -> list[str]:
+        return [p.name for p in (folder / "data").iterdir() if p.name.endswith(f".{queue}.msg")]
+
+    first = Exporter(broker, tmp_path)
+    cleanup.append(first.start())
+    (dead,) = wait_for(queues, 30, "the first exporter's binding")
+    first.proc.stop(signal.SIGKILL)
+    publish(broker, [(received(str(uuid.uuid4()), time.time()), {"serializer": "json"})])
+    assert queues() == [dead] and len(files_of(dead)) == 1, "the binding outlives a SIGKILL"
+
+    second = Exporter(broker, tmp_path)
+    cleanup.append(second.start())
+    (alive,) = wait_for(lambda: [q for q in queues() if q != dead], 30, "the second's binding")
+    assert queues() == [alive] and files_of(dead) == []
+    assert "removed the event queues of 1 killed exporter(s)" in second.proc.output()
