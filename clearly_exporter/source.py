@@ -29,8 +29,9 @@ from clearly_exporter.masking import Masker, secret_values
 log = logging.getLogger(__name__)
 
 JSON_TYPES = frozenset({"application/json", "json", None, ""})
-#: How often the consumer wakes when idle, to run the engine's time-driven rules.
-TICK = 0.5
+#: How often the engine's time-driven rules run, busy or idle: spans of ended attempts
+#: leave within this (a drain of 100k tasks ended 0.5 s before its last span at 0.5).
+TICK = 0.1
 BACKOFF_MAX = 30.0
 
 
