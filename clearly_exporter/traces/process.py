@@ -74,11 +74,18 @@ def child_main(reader: Connection, counts: Any, config: ChildConfig) -> None:
     exporter = make_exporter(
         config.protocol, config.endpoint, config.headers, config.insecure, config.timeout
     )
-    shipper = SpanShipper(exporter, Encoder(config.resource), config.max_queue)
+    reported = dict.fromkeys(COUNTS, 0)
+    lock = threading.Lock()
+
+    def report() -> None:
+        """Counts out as soon as a batch is sent, so /metrics agrees with the collector."""
+        with lock:
+            _report(counts, reported, worker.counts())
+
+    shipper = SpanShipper(exporter, Encoder(config.resource), config.max_queue, on_export=report)
     fetcher = ResultFetcher(config.backend) if config.backend else None
     worker = SpanWorker(config.spans, shipper, fetcher)
     worker.start()
-    reported = dict.fromkeys(COUNTS, 0)
     deadline = None
     try:
         while deadline is None:
@@ -89,12 +96,12 @@ def child_main(reader: Connection, counts: Any, config: ChildConfig) -> None:
                     break
                 for item in message:
                     worker.handle(AttemptView._make(item))
-            _report(counts, reported, worker.counts())
+            report()
     except EOFError:
         log.warning("the exporter went away; flushing spans for up to %.0fs", ORPHAN_FLUSH)
     finally:
         worker.stop(deadline or time.monotonic() + ORPHAN_FLUSH)
-        _report(counts, reported, worker.counts())
+        report()
 
 
 def _report(counts: Any, reported: dict[str, int], now: dict[str, int]) -> None:

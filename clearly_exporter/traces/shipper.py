@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from clearly_exporter.traces.encoding import Encoder
 from clearly_exporter.traces.exporters import RequestExporter
@@ -30,12 +31,15 @@ class SpanShipper:
         max_queue: int = 20_000,
         batch: int = 512,
         interval: float = 1.0,
+        on_export: Callable[[], None] | None = None,
     ) -> None:
         self.exporter = exporter
         self.encoder = encoder
         self.max_queue = max_queue
         self.batch = batch
         self.interval = interval
+        #: Called after each batch, once its spans are counted (the span process reports).
+        self.on_export = on_export
         self.exported = 0
         self.dropped: dict[str, int] = {"queue_full": 0, "export_error": 0}
         self._queue: deque[SpanRecord] = deque()
@@ -80,6 +84,8 @@ class SpanShipper:
             self.exported += len(spans)
         else:
             self.dropped["export_error"] += len(spans)
+        if self.on_export is not None:
+            self.on_export()
 
     def stop(self, deadline: float) -> None:
         """Flush what is queued until ``deadline`` (a monotonic time), then shut down."""

@@ -74,9 +74,16 @@ class Cluster:
             if s.attributes["celery.task.id"] in ids
         }
 
-    def fetches(self) -> dict[str, float]:
-        samples = select(self.exporter.scrape(), "clearly_exporter_result_fetches_total")
-        return {dict(labels)["outcome"]: value for labels, value in samples.items()}
+    def fetches(self, total: int = 0) -> dict[str, float]:
+        """Fetch outcomes, once at least ``total`` are counted (the span process reports
+        its counts right after sending, so they may trail the spans by a moment)."""
+
+        def counted() -> dict[str, float] | None:
+            samples = select(self.exporter.scrape(), "clearly_exporter_result_fetches_total")
+            out = {dict(labels)["outcome"]: value for labels, value in samples.items()}
+            return out if sum(out.values()) >= total else None
+
+        return wait_for(counted, 10, f"{total} fetch outcomes counted")
 
 
 def counted_then_exported(cluster: Cluster, ids: set[str]) -> dict[str, Span]:
@@ -102,7 +109,7 @@ def test_backend_down(redis_broker: str, queue: str, tmp_path: Path, cleanup):
     backend = PrivateRedis(tmp_path)  # never started: connections are refused
     cluster = Cluster(redis_broker, backend.url(), queue, tmp_path, cleanup)
     counted_then_exported(cluster, cluster.send_big(N))
-    fetches = cluster.fetches()
+    fetches = cluster.fetches(N)
     print(f"fetch outcomes: {fetches}")
     assert fetches["error"] >= 1 and fetches["ok"] == 0
     assert sum(fetches.values()) == N, "one outcome per span"
@@ -116,7 +123,7 @@ def test_backend_hung_then_back(redis_broker: str, queue: str, tmp_path: Path, c
     backend.pause()
     cluster = Cluster(redis_broker, backend.url(), queue, tmp_path, cleanup)
     counted_then_exported(cluster, cluster.send_big(N))
-    fetches = cluster.fetches()
+    fetches = cluster.fetches(N)
     print(f"fetch outcomes while hung: {fetches}")
     assert fetches["timeout"] >= 1 and fetches["ok"] == 0
     assert sum(fetches.values()) == N, "one outcome per span"
@@ -132,7 +139,7 @@ def test_backend_hung_then_back(redis_broker: str, queue: str, tmp_path: Path, c
         return next(iter(span.values())).attributes["celery.task.result.source"] == "backend"
 
     wait_for(completed, 45, "a complete value fetched once the backend is back", every=0)
-    assert cluster.fetches()["ok"] >= 1
+    wait_for(lambda: cluster.fetches()["ok"] >= 1, 10, "the complete fetch counted")
 
 
 @pytest.mark.parametrize("broker", ["redis"], indirect=True)

@@ -14,6 +14,7 @@ from tests.otlp_receiver import GrpcReceiver, HttpReceiver, Span
 from tests.support import (
     REDIS_URL,
     Exporter,
+    Samples,
     Worker,
     http_get,
     producer,
@@ -133,11 +134,15 @@ def test_workflows_become_trace_trees(
             assert span.attributes["messaging.system"] == "redis"
             assert span.resource["service.name"] == "celery"
 
-    samples = exporter.scrape()
+    def counted() -> Samples | None:  # the span process reports right after sending
+        samples = exporter.scrape()
+        exported = select(samples, "clearly_exporter_spans_exported_total")[()]
+        return samples if exported >= 19 else None
+
+    samples = wait_for(counted, 10, "the exported spans counted")
     assert select(samples, "clearly_exporter_spans_dropped_total", reason="export_error") == {
         (): 0.0
     }
-    assert select(samples, "clearly_exporter_spans_exported_total")[()] >= 19
     assert select(samples, "clearly_exporter_result_fetches_total", outcome="ok")[()] >= 1
 
 
