@@ -210,6 +210,7 @@ class SpanProcess:
         """Send what waits and a stop message; the child flushes until ``deadline``."""
         self._stopping = True
         if self._child is None or self._outbox is None:
+            self._lost += max(self._in_flight(), 0)  # no child to take them
             return
         self._send_pending()
         self._outbox.put(deadline)

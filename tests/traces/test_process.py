@@ -148,3 +148,11 @@ def test_a_child_whose_exporter_died_flushes_and_exits(receiver):
         return False
 
     wait_for(gone, 15, "the orphaned span process to exit")
+
+
+def test_spans_with_no_process_to_take_them_are_counted_at_stop():
+    spans = SpanProcess(config("http://127.0.0.1:9"))
+    for n in range(3):
+        spans.submit(view(n))
+    spans.stop(time.monotonic() + 1)
+    assert spans.dropped == {"queue_full": 0, "export_error": 3}
