@@ -165,6 +165,7 @@ def known_secrets(opts: dict) -> set[str]:
 def run(**opts) -> None:
     """Consume a broker's Celery events and serve metrics on /metrics."""
     from clearly_exporter.daemon import Daemon, Settings, run_until_signalled
+    from clearly_exporter.traces.tracing import TracingConfigError
 
     web = web_config(opts["web_config"])  # user errors first, before any side effect
     logs.setup(opts["log_level"], opts["log_format"], known_secrets(opts))
@@ -193,7 +194,10 @@ def run(**opts) -> None:
         api=opts["api"],
         web=web,
     )
-    daemon = Daemon(settings)
+    try:
+        daemon = Daemon(settings)
+    except TracingConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         run_until_signalled(daemon)
     except OSError as exc:

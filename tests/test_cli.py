@@ -22,6 +22,10 @@ from clearly_exporter.cli import main
         (["run", "--broker", "redis://x", "--worker-timeout", "soon"], "not a duration"),
         (["run", "--broker", "redis://x", "--port", "70000"], "0<=x<=65535"),
         (["run", "--broker", "redis://x", "--log-format", "xml"], "'text', 'json'"),
+        (
+            ["run", "--broker", "redis://x", "--otlp-endpoint", "http://[::1"],
+            "--otlp-endpoint 'http://[::1' cannot be used: Invalid IPv6 URL",
+        ),
     ],
 )
 def test_bad_options_are_one_line_errors(args, message):

@@ -9,17 +9,19 @@ on another core, turns views into spans and ships them (``worker.SpanWorker``).
 The consumer never waits: views are batched, a thread of their own writes them to the
 pipe, and at most ``max_queue`` are in flight (submitted, not yet taken by the child);
 more are dropped and counted as ``queue_full``. The child's counts come back through
-shared memory. A child that dies is started again (not more than once per
-``RESTART_EVERY``) and its spans in flight are counted as ``export_error``; if the
+shared memory. A child that dies is started again (after ``RESTART_EVERY``, doubling
+while new ones keep dying) and its spans in flight are counted as ``export_error``; if the
 exporter dies, the child sees its pipe close, flushes and exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import queue
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -44,6 +46,8 @@ INDEX = {name: i for i, name in enumerate(COUNTS)}
 BATCH = 256
 REPORT_EVERY = 0.2
 RESTART_EVERY = 5.0
+#: While a new span process keeps dying, the wait before the next doubles up to this.
+RESTART_MAX = 300.0
 #: How long a child orphaned by the exporter's death may take to flush.
 ORPHAN_FLUSH = 5.0
 
@@ -71,6 +75,15 @@ def child_main(reader: Connection, counts: Any, config: ChildConfig) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if config.logs is not None:
         logs.setup(*config.logs)
+    try:
+        _serve(reader, counts, config)
+    except Exception:
+        # Through logging (masked, in the chosen format), not multiprocessing's raw print.
+        log.critical("the span process failed", exc_info=True)
+        sys.exit(1)
+
+
+def _serve(reader: Connection, counts: Any, config: ChildConfig) -> None:
     exporter = make_exporter(
         config.protocol, config.endpoint, config.headers, config.insecure, config.timeout
     )
@@ -97,7 +110,7 @@ def child_main(reader: Connection, counts: Any, config: ChildConfig) -> None:
                 for item in message:
                     worker.handle(AttemptView._make(item))
             report()
-    except EOFError:
+    except (EOFError, OSError):  # OSError: the exporter died in the middle of a message
         log.warning("the exporter went away; flushing spans for up to %.0fs", ORPHAN_FLUSH)
     finally:
         worker.stop(deadline or time.monotonic() + ORPHAN_FLUSH)
@@ -126,6 +139,7 @@ class SpanProcess:
         self._refused = 0
         self._lost = 0
         self._started_at = float("-inf")
+        self._restart_after = RESTART_EVERY
         self._stopping = False
         self._child: Any = None
         self._outbox: queue.SimpleQueue | None = None
@@ -187,11 +201,19 @@ class SpanProcess:
         )
         self._child.start()
         reader.close()
+        if self._started_at == float("-inf"):
+            # Without it an interpreter exiting without stop() waits forever on the child
+            # (it ignores SIGTERM and its pipe stays open); this runs before that join.
+            atexit.register(self._at_exit)
         self._started_at = time.monotonic()
         self._outbox = queue.SimpleQueue()
         threading.Thread(
             target=_write, args=(writer, self._outbox), name="clearly-span-writer", daemon=True
         ).start()
+
+    def _at_exit(self) -> None:
+        if not self._stopping:
+            self.stop(time.monotonic() + 2)
 
     def _on_death(self) -> None:
         """Count what the dead child held as lost; start another when due."""
@@ -202,7 +224,12 @@ class SpanProcess:
             lost = self._in_flight() - len(self._pending)
             self._lost += lost
             log.error("the span process exited (code %s): %d spans lost", code, lost)
-        if time.monotonic() - self._started_at >= RESTART_EVERY:
+        if time.monotonic() - self._started_at >= self._restart_after:
+            # One that lived long was fine until something happened: start again soon.
+            lived = time.monotonic() - self._started_at
+            self._restart_after = (
+                RESTART_EVERY if lived > RESTART_MAX else min(self._restart_after * 2, RESTART_MAX)
+            )
             self.start()
             self._send_pending()
 

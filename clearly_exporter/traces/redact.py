@@ -13,6 +13,8 @@ import re
 DEFAULT_PATTERNS = ("password|passwd|secret|token|api_?key|authorization",)
 REDACTED = "'[redacted]'"
 _VALUE = r"""(?:'(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[^,}\])]*)"""
+#: An unquoted keyword value stops at white space too (tracebacks are many lines).
+_WORD_VALUE = r"""(?:'(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[^,}\])\s]*)"""
 
 
 class Redactor:
@@ -26,6 +28,10 @@ class Redactor:
             rf"""(['"])((?:(?!\1).)*?(?:{joined})(?:(?!\1).)*)\1(\s*:\s*){_VALUE}""",
             re.IGNORECASE,
         )
+        #: ``password='x'``: keyword arguments as source lines in tracebacks show them.
+        self._keyword = re.compile(
+            rf"""\b(\w*(?:{joined})\w*)(\s*=\s*){_WORD_VALUE}""", re.IGNORECASE
+        )
 
     def __call__(self, text: str | None) -> str | None:
         if text is None or not self.enabled or not self.key.search(text):
@@ -33,9 +39,10 @@ class Redactor:
         try:
             tree = ast.parse(text, mode="eval")
         except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return self._pair.sub(
+            text = self._pair.sub(
                 lambda m: f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}{REDACTED}", text
             )
+            return self._keyword.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
         changed = False
         for node in ast.walk(tree):
             if isinstance(node, ast.Dict):

@@ -144,7 +144,10 @@ class ResultFetcher:
         values = draft.values
         if "celery.task.result" in values and meta.get("status") == "SUCCESS":
             values["celery.task.result"] = repr(meta.get("result"))
-        if "celery.task.traceback" in values and meta.get("traceback"):
+        # The backend holds the task's latest state: a RETRY's traceback is not a later
+        # FAILURE's.
+        state = draft.span.attributes["celery.task.state"]
+        if "celery.task.traceback" in values and meta.get("traceback") and meta["status"] == state:
             values["celery.task.traceback"] = meta["traceback"]
         if meta.get("args") is not None and "celery.task.args" in values:
             values["celery.task.args"] = repr(tuple(meta["args"]))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from clearly_exporter.engine.records import Attempt, TaskRecord
+from clearly_exporter.engine.records import HAS_ETA, Attempt, TaskRecord
 from clearly_exporter.engine.states import BIT, FAILURE, KNOWN, RETRY, SUCCESS
 from clearly_exporter.engine.task_metrics import exception_class
 from clearly_exporter.traces.ids import span_id, trace_id
@@ -23,7 +23,11 @@ from clearly_exporter.traces.redact import Redactor
 
 #: Event reprs at least this long may have been cut by Celery (it cuts at 1024).
 MAYBE_CUT = 1000
-EVENT_NAMES = {state: f"celery.task.{state.lower()}" for state in KNOWN}
+#: Span events by state; a task-sent's state is PENDING, its event ``celery.task.sent``.
+EVENT_NAMES = {
+    state: "celery.task.sent" if state == "PENDING" else f"celery.task.{state.lower()}"
+    for state in KNOWN
+}
 INFERRED = {"celery.inferred": True}
 NO_ATTRIBUTES: dict = {}
 
@@ -141,7 +145,7 @@ def view_of(
         rec.routing_key,
         rec.root_id,
         rec.parent_id,
-        rec.eta,
+        rec.eta if att.flags & HAS_ETA else None,  # a retry's next delivery has its own
         rec.args,
         rec.kwargs,
         rec.result,
@@ -169,15 +173,19 @@ def _cut(value: str, limit: int) -> str:
 
 @dataclass(slots=True)
 class Draft:
-    """A span but for its values (args, kwargs, result), which a backend fetch may replace.
+    """A span but for its values (args, kwargs, result, exception texts), which a
+    backend fetch may replace.
 
-    Values are redacted and attached only in ``finish``, so nothing unredacted is ever
-    part of a span.
+    Every value is cut and redacted only in ``finish``, so nothing unredacted is ever
+    part of a span: exception messages and tracebacks carry arguments too.
     """
 
     span: SpanRecord
     values: dict
     settings: SpanSettings
+    #: (exception class, message, traceback) of a FAILURE, as the event told them.
+    failure: tuple[str, str, str] | None = None
+    retry_reason: str | None = None
 
     @property
     def task_id(self) -> str:
@@ -186,16 +194,32 @@ class Draft:
     def wants_fetch(self) -> bool:
         return any(maybe_cut(v) for v in self.values.values())
 
+    def _clean(self, value: str) -> str:
+        """Cut first: redacting parses the value, and a fetched one may be megabytes."""
+        return self.settings.redact(_cut(value, self.settings.max_attribute_length)) or ""
+
     def finish(self, source: str = "event") -> SpanRecord:
-        attrs = self.span.attributes
-        limit = self.settings.max_attribute_length
-        redact = self.settings.redact
+        span = self.span
+        attrs = span.attributes
         for key, value in self.values.items():
             if value is not None:
-                attrs[key] = _cut(redact(value) or "", limit)
+                attrs[key] = self._clean(value)
         if "celery.task.result" in self.values or "celery.task.traceback" in self.values:
             attrs["celery.task.result.source"] = source
-        return self.span
+        if self.failure is not None:
+            exc_type, message, stack = self.failure
+            stack = self.values.get("celery.task.traceback") or stack
+            message = self._clean(message)
+            span.error = message or exc_type
+            exception = {
+                "exception.type": exc_type,
+                "exception.message": message,
+                "exception.stacktrace": self._clean(stack),
+            }
+            span.events.append(("exception", span.end, exception))
+        if self.retry_reason is not None:
+            attrs["celery.task.retry.reason"] = self._clean(self.retry_reason)
+        return span
 
 
 def build_draft(view: AttemptView, settings: SpanSettings) -> Draft:
@@ -234,19 +258,13 @@ def build_draft(view: AttemptView, settings: SpanSettings) -> Draft:
         attrs["celery.task.incomplete"] = True
     start_ns, end_ns = int(start * 1e9), int(max(ended, start) * 1e9)
     events = _state_events(view, start_ns, end_ns)
-    error = None
+    failure = retry_reason = None
     if state == FAILURE:
         exc_type = exception_class(view.exception)
         attrs["error.type"] = exc_type
-        error = view.exception or exc_type
-        exception = {
-            "exception.type": exc_type,
-            "exception.message": view.exception or "",
-            "exception.stacktrace": view.traceback or "",
-        }
-        events.append(("exception", end_ns, exception))
+        failure = (exc_type, view.exception or "", view.traceback or "")
     elif state == RETRY and view.exception:
-        attrs["celery.task.retry.reason"] = view.exception
+        retry_reason = view.exception
     values = {}
     if settings.with_args:
         values = {"celery.task.args": view.args, "celery.task.kwargs": view.kwargs}
@@ -264,9 +282,9 @@ def build_draft(view: AttemptView, settings: SpanSettings) -> Draft:
         shared,
         attrs,
         events,
-        error,
+        None,
     )
-    return Draft(span, values, settings)
+    return Draft(span, values, settings, failure, retry_reason)
 
 
 def _state_events(view: AttemptView, start: int, end: int) -> list[SpanEvent]:

@@ -14,7 +14,7 @@ from opentelemetry.sdk.resources import Resource
 from clearly_exporter import __version__, logs
 from clearly_exporter.engine import Engine
 from clearly_exporter.traces.encoding import Encoder
-from clearly_exporter.traces.exporters import RequestExporter
+from clearly_exporter.traces.exporters import RequestExporter, make_exporter
 from clearly_exporter.traces.process import ChildConfig, SpanProcess
 from clearly_exporter.traces.redact import DEFAULT_PATTERNS, Redactor
 from clearly_exporter.traces.results import ResultFetcher
@@ -40,6 +40,10 @@ class TracingSettings:
     max_attribute_length: int = 65536
     span_max_age: float = 3600.0
     max_queue: int = 20_000
+
+
+class TracingConfigError(ValueError):
+    """A tracing setting the OTLP exporter refuses: a user error, said in one line."""
 
 
 class Tracing:
@@ -69,6 +73,18 @@ class Tracing:
         )
         self.spans: SpanQueue
         if exporter is None:
+            try:  # the span process makes its own; a bad setting must fail here, at start
+                make_exporter(
+                    settings.protocol,
+                    settings.endpoint,
+                    settings.headers or None,
+                    settings.insecure,
+                    settings.timeout,
+                ).shutdown()
+            except Exception as exc:
+                raise TracingConfigError(
+                    f"--otlp-endpoint {settings.endpoint!r} cannot be used: {exc}"
+                ) from None
             self.spans = SpanProcess(
                 ChildConfig(
                     protocol=settings.protocol,
@@ -96,6 +112,6 @@ class Tracing:
     def stop(self, seconds: float) -> None:
         """Export what ended, then flush the queue within ``seconds``."""
         deadline = time.monotonic() + seconds
-        with self.engine.lock:
+        with self.engine.lock:  # no tick (a scrape's) may send or restart meanwhile
             self.sink.flush()
-        self.spans.stop(deadline)
+            self.spans.stop(deadline)

@@ -156,3 +156,29 @@ def test_spans_with_no_process_to_take_them_are_counted_at_stop():
         spans.submit(view(n))
     spans.stop(time.monotonic() + 1)
     assert spans.dropped == {"queue_full": 0, "export_error": 3}
+
+
+FORGOTTEN = """
+import sys
+from tests.traces.test_process import config, view
+from clearly_exporter.traces.process import SpanProcess
+spans = SpanProcess(config(sys.argv[1]))
+spans.start()
+for n in range(40):
+    spans.submit(view(n))
+spans.tick()
+"""
+
+
+def test_an_exit_without_stop_still_flushes_and_ends(receiver):
+    """The child ignores SIGTERM: without a stop message at exit, the exit would hang."""
+    script = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FORGOTTEN), receiver.endpoint],
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert script.returncode == 0, script.stderr
+    wait_for(lambda: len(receiver.snapshot()) == 40, 10, "the spans flushed at exit")

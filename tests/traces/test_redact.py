@@ -33,3 +33,9 @@ def test_custom_patterns_and_none():
     assert only_card("{'password': 'p'}") == "{'password': 'p'}"
     assert redact(None) is None
     assert Redactor(())("{'password': 'p'}") == "{'password': 'p'}"
+
+
+def test_keyword_arguments_in_a_traceback_are_redacted():
+    text = "Traceback (most recent call last):\n  login(password='pw1', user='bob')\n  token = t2"
+    out = Redactor()(text)
+    assert "pw1" not in out and "t2" not in out and "user='bob'" in out

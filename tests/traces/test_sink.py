@@ -70,7 +70,7 @@ def test_span_shape():
     assert "hunter2" not in attrs["celery.task.kwargs"] and "bob" in attrs["celery.task.kwargs"]
     names = [(name, attrs) for name, _, attrs in span.events]
     assert names == [
-        ("celery.task.pending", {}),
+        ("celery.task.sent", {}),
         ("celery.task.received", {}),
         ("celery.task.started", {"celery.inferred": True}),
         ("celery.task.success", {}),
@@ -202,3 +202,28 @@ def test_an_attempt_whose_every_event_came_needs_no_grace():
     assert [v.key[0] for v in recorder.views] == [a]
     engine.tick(T0 + 3.1)
     assert [v.key[0] for v in recorder.views] == [a, b], "an inferred STARTED waits"
+
+
+def test_exception_texts_are_redacted_and_cut_wherever_they_go():
+    a, b, _ = ids()
+    secret = "hunter2-in-an-exception"
+    message = f"KeyError({{'password': '{secret}', 'user': 'bob'}})"
+    trace = f"Traceback (most recent call last):\n  login(password='{secret}')\n{message}"
+    events = [
+        received(a, T0),
+        started(a, T0 + 1),
+        {**failed(a, T0 + 2, message), "traceback": trace},
+        received(b, T0, retries=0),
+        started(b, T0 + 1),
+        {**retried(b, T0 + 2), "exception": message},
+    ]
+    for with_args in (True, False):
+        spans = {s.attributes["celery.task.id"]: s for s in run(events, with_args=with_args)}
+        assert spans[a].status == Status.STATUS_CODE_ERROR
+        exported = repr([(s.status_message, s.attributes, s.events) for s in spans.values()])
+        assert secret not in exported and "bob" in exported
+        assert "[redacted]" in spans[b].attributes["celery.task.retry.reason"]
+    (span,) = run(
+        [received(a, T0), failed(a, T0 + 1, "E('" + "x" * 500 + "')")], max_attribute_length=100
+    )
+    assert span.status_message.endswith("characters]")
