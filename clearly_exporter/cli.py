@@ -165,9 +165,15 @@ def known_secrets(opts: dict) -> set[str]:
 def run(**opts) -> None:
     """Consume a broker's Celery events and serve metrics on /metrics."""
     from clearly_exporter.daemon import Daemon, Settings, run_until_signalled
-    from clearly_exporter.traces.tracing import TracingConfigError
+    from clearly_exporter.traces import tracing
 
     web = web_config(opts["web_config"])  # user errors first, before any side effect
+    traced = tracing_settings(opts)
+    if traced is not None:
+        try:
+            tracing.check(traced)
+        except tracing.TracingConfigError as exc:
+            raise click.UsageError(str(exc)) from None
     logs.setup(opts["log_level"], opts["log_format"], known_secrets(opts))
     settings = Settings(
         broker=opts["broker"],
@@ -189,15 +195,12 @@ def run(**opts) -> None:
             worker_timeout=opts["worker_timeout"],
             worker_purge=opts["worker_purge"],
         ),
-        tracing=tracing_settings(opts),
+        tracing=traced,
         redact=tuple(opts["redact"]),
         api=opts["api"],
         web=web,
     )
-    try:
-        daemon = Daemon(settings)
-    except TracingConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    daemon = Daemon(settings)
     try:
         run_until_signalled(daemon)
     except OSError as exc:

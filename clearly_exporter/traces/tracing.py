@@ -46,6 +46,23 @@ class TracingConfigError(ValueError):
     """A tracing setting the OTLP exporter refuses: a user error, said in one line."""
 
 
+def check(settings: TracingSettings) -> None:
+    """Make an exporter once and discard it: the span process makes its own, and a bad
+    setting must fail at start, in one line, not in the child."""
+    try:
+        make_exporter(
+            settings.protocol,
+            settings.endpoint,
+            settings.headers or None,
+            settings.insecure,
+            settings.timeout,
+        ).shutdown()
+    except Exception as exc:
+        raise TracingConfigError(
+            f"--otlp-endpoint {settings.endpoint!r} cannot be used: {exc}"
+        ) from None
+
+
 class Tracing:
     """Owns the span pipeline of one daemon."""
 
@@ -73,18 +90,6 @@ class Tracing:
         )
         self.spans: SpanQueue
         if exporter is None:
-            try:  # the span process makes its own; a bad setting must fail here, at start
-                make_exporter(
-                    settings.protocol,
-                    settings.endpoint,
-                    settings.headers or None,
-                    settings.insecure,
-                    settings.timeout,
-                ).shutdown()
-            except Exception as exc:
-                raise TracingConfigError(
-                    f"--otlp-endpoint {settings.endpoint!r} cannot be used: {exc}"
-                ) from None
             self.spans = SpanProcess(
                 ChildConfig(
                     protocol=settings.protocol,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from tests.cluster import Cluster, api_get
-from tests.support import select
+from tests.support import select, wait_for
 
 
 def tasks(cluster: Cluster, query: str = "") -> list[dict]:
@@ -132,7 +132,11 @@ def test_workers_with_and_without_stats(cluster: Cluster):
 
 
 def test_stats_and_seen_tasks(cluster: Cluster):
-    _, stats = api_get(cluster.url, "/api/stats")
+    def sampled() -> dict | None:  # the rate needs two samples, taken a second apart
+        stats = api_get(cluster.url, "/api/stats")[1]
+        return stats if stats["events_per_second"] is not None else None
+
+    stats = wait_for(sampled, 10, "an event rate")
     # add×3, fail×2, flaky (a retry, then a success), login, spawn and its 2 children.
     assert stats["tasks_processed"] == 11
     assert stats["tasks_stored"] == len(cluster.ids)
