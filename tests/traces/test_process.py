@@ -114,7 +114,7 @@ def test_a_full_queue_refuses_and_a_dead_child_is_counted_and_replaced(receiver,
 
 
 ORPHAN = """
-import os, sys, time
+import os, sys, threading
 from tests.traces.test_process import config, view
 from clearly_exporter.traces.process import SpanProcess
 spans = SpanProcess(config(sys.argv[1]))
@@ -122,21 +122,27 @@ spans.start()
 for n in range(300):
     spans.submit(view(n))
 spans.tick()
-time.sleep(0.5)  # let the writer thread hand the batch over before dying
+spans._outbox.put(None)  # the writer sends what it holds, then closes the pipe
+(writer,) = [t for t in threading.enumerate() if t.name == "clearly-span-writer"]
+writer.join(10)
 print(spans._child.pid, flush=True)
-os._exit(1)
+os._exit(1)  # dies without stop(): the child sees its pipe closed
 """
 
 
-def test_a_child_whose_exporter_died_flushes_and_exits(receiver):
-    script = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(ORPHAN), receiver.endpoint],
+def run_script(script: str, endpoint: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), endpoint],
         cwd=ROOT,
         env=child_env(),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=30,
     )
+
+
+def test_a_child_whose_exporter_died_flushes_and_exits(receiver):
+    script = run_script(ORPHAN, receiver.endpoint)
     child = int(script.stdout.split()[0])
     wait_for(lambda: len(receiver.snapshot()) == 300, 30, "the orphan's spans")
 
@@ -172,13 +178,6 @@ spans.tick()
 
 def test_an_exit_without_stop_still_flushes_and_ends(receiver):
     """The child ignores SIGTERM: without a stop message at exit, the exit would hang."""
-    script = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(FORGOTTEN), receiver.endpoint],
-        cwd=ROOT,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    script = run_script(FORGOTTEN, receiver.endpoint)
     assert script.returncode == 0, script.stderr
     wait_for(lambda: len(receiver.snapshot()) == 40, 10, "the spans flushed at exit")
