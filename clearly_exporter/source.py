@@ -20,7 +20,7 @@ from celery import Celery
 from celery.events.event import get_exchange
 from kombu import Connection, Consumer, Queue
 
-from clearly_exporter import fstransport
+from clearly_exporter import fstransport, redistransport
 from clearly_exporter.brokers import redact_url, transport_for, url_passwords
 from clearly_exporter.engine import Engine
 from clearly_exporter.fstransport import event_queue_name, remove_dead_queues
@@ -142,6 +142,7 @@ class EventSource(threading.Thread):
 
     def _consume(self) -> None:
         with self._connection() as conn:
+            redistransport.lean(conn)  # before any channel is made
             conn.ensure_connection(max_retries=1)
             named = self.config.event_queue
             exchange = get_exchange(conn)
@@ -160,6 +161,8 @@ class EventSource(threading.Thread):
                 if removed:
                     log.info("removed the event queues of %d killed exporter(s)", removed)
             with Consumer(channel, queues=[queue], on_message=self._on_message, no_ack=True):
+                if isinstance(channel, redistransport.LeanReceive):
+                    channel.raw_handlers[queue.name] = self._on_payload
                 # Some transports (Redis pub/sub) subscribe on the first drain: do one
                 # before saying healthy and before asking workers for a heartbeat.
                 with contextlib.suppress(TimeoutError):
@@ -221,17 +224,30 @@ class EventSource(threading.Thread):
         self._control.broadcast(command, connection=conn)
 
     def _on_message(self, message) -> None:
+        self._on_body(message.body, message.content_type, self.clock())
+
+    def _on_payload(self, payload: bytes) -> None:
+        """A message as Redis delivered it (see ``redistransport``)."""
         now = self.clock()
-        if message.content_type not in JSON_TYPES:
+        try:
+            body, content_type = redistransport.unpack(payload)
+        except ValueError:
+            self.engine.invalid()
+            return
+        self._on_body(body, content_type, now)
+
+    def _on_body(self, body: bytes | str, content_type: str | None, now: float) -> None:
+        """Decode one message body (an event or a worker's batch) and apply it."""
+        if content_type not in JSON_TYPES:
             self.engine.invalid()
             return
         try:
-            body = orjson.loads(message.body)
+            events = orjson.loads(body)
         except (orjson.JSONDecodeError, TypeError):
             self.engine.invalid()
             return
         try:
-            self.engine.ingest(body if isinstance(body, list) else (body,), now)
+            self.engine.ingest(events if isinstance(events, list) else (events,), now)
         except Exception:
             # The engine takes any input (fuzz-tested); should a bug surface anyway, the
             # message is counted and the consumption goes on: it is not a broker failure.

@@ -8,7 +8,16 @@ counted states and the same current state.
 from __future__ import annotations
 
 from clearly_exporter.engine.records import Attempt, TaskRecord, Transition
-from clearly_exporter.engine.states import BIT, FINAL, IMPLIES, RANK, REJECTED, REOPENS, RETRY
+from clearly_exporter.engine.states import (
+    BIT,
+    FINAL,
+    IMPLIED_BITS,
+    IMPLIES,
+    RANK,
+    REJECTED,
+    REOPENS,
+    RETRY,
+)
 
 #: Transitions are made on every event: built as plain tuples, skipping NamedTuple's
 #: Python-level constructor.
@@ -88,7 +97,8 @@ def reach(
         _stamp(att, state, ts)
         return [], True
     out = []
-    for implied in IMPLIES[state]:
+    implied_bits = IMPLIED_BITS[state]
+    for implied in IMPLIES[state] if att.reached & implied_bits != implied_bits else ():
         ibit = BIT[implied]
         if not att.reached & ibit:
             att.reached |= ibit

@@ -70,6 +70,10 @@ KNOWN = tuple(RANK)
 
 #: Bit of each known state in an attempt's masks.
 BIT: dict[str, int] = {state: 1 << i for i, state in enumerate(KNOWN)}
+#: ``IMPLIES`` as masks: whether anything is missing is one test.
+IMPLIED_BITS: dict[str, int] = {
+    state: sum(BIT[implied] for implied in IMPLIES[state]) for state in KNOWN
+}
 
 
 def custom_state(event_type: str) -> str:
