@@ -10,6 +10,7 @@ from __future__ import annotations
 from clearly_exporter.engine.records import Attempt, TaskRecord, Transition
 from clearly_exporter.engine.states import (
     BIT,
+    BLOCKS,
     FINAL,
     IMPLIED_BITS,
     IMPLIES,
@@ -26,12 +27,10 @@ _new = tuple.__new__
 
 def fits(attempt: Attempt, state: str) -> bool:
     """Whether ``state`` can still happen in ``attempt`` (not reached, no 2nd outcome)."""
-    bit = BIT.get(state)
-    if bit is None:
+    blocks = BLOCKS.get(state)
+    if blocks is None:
         return attempt.custom is None or state not in attempt.custom
-    if attempt.reached & bit:
-        return False
-    return RANK[state] < 3 or attempt.outcome is None
+    return not attempt.reached & blocks
 
 
 def select_attempt(rec: TaskRecord, state: str, retries: int | None, ts: float | None) -> Attempt:

@@ -70,6 +70,12 @@ KNOWN = tuple(RANK)
 
 #: Bit of each known state in an attempt's masks.
 BIT: dict[str, int] = {state: 1 << i for i, state in enumerate(KNOWN)}
+#: Bits that, once an attempt reached them, keep a state out of it: the state's own, and
+#: for an outcome every outcome (an attempt has one).
+BLOCKS: dict[str, int] = {
+    state: BIT[state] | (sum(BIT[s] for s in KNOWN if RANK[s] == 3) if RANK[state] == 3 else 0)
+    for state in KNOWN
+}
 #: ``IMPLIES`` as masks: whether anything is missing is one test.
 IMPLIED_BITS: dict[str, int] = {
     state: sum(BIT[implied] for implied in IMPLIES[state]) for state in KNOWN
