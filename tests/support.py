@@ -185,9 +185,14 @@ class Exporter:
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), *self.args]
         log = self.tmp / f"exporter-{self.port}.log"
         self.proc = Proc(cmd, child_env(), log).start()
-        wait_for(lambda: self.get("/healthz")[0] in (200, 503), 30, "exporter up")
-        if wait_healthy:
-            wait_for(lambda: self.get("/healthz")[0] == 200, 30, "exporter healthy")
+        try:
+            wait_for(lambda: self.get("/healthz")[0] in (200, 503), 30, "exporter up")
+            if wait_healthy:
+                wait_for(lambda: self.get("/healthz")[0] == 200, 30, "exporter healthy")
+        except BaseException:
+            # Not yet in the caller's cleanup: stopped here, or it outlives the test.
+            self.proc.stop()
+            raise
         return self
 
     def get(self, path: str, **kwargs) -> tuple[int, str, dict]:
