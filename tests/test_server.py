@@ -1,5 +1,5 @@
 """The HTTP server as deployed: basic auth on every path, TLS with client certificates,
-and ``--no-api``; each on a real exporter child process."""
+and ``--no-api``; each on a real exporter child process. ``/metrics`` of many blocks, in process."""
 
 from __future__ import annotations
 
@@ -8,12 +8,19 @@ import re
 import time
 import uuid
 from pathlib import Path
+from urllib.request import Request, urlopen
 
 import bcrypt
+from prometheus_client import CollectorRegistry
 
 from clearly_exporter.daemon import Daemon, Settings
+from clearly_exporter.engine import Engine
+from clearly_exporter.metrics.collector import EngineCollector
+from clearly_exporter.metrics.exposition import generate
+from clearly_exporter.server import HttpServer
+from clearly_exporter.source import BrokerHealth
 from tests.cluster import api_get, publish
-from tests.engine.events import received
+from tests.engine.events import T0, received, sent, started, succeeded
 from tests.support import (
     Exporter,
     basic_auth,
@@ -149,3 +156,29 @@ def test_no_api_creates_no_stream_hub(tmp_path: Path):
     finally:
         daemon.server.stop()
         daemon.probe.close()
+
+
+def test_metrics_rendered_in_blocks_arrive_whole():
+    """Hundreds of blocks, sent in two writes: the body and its length are the scrape's."""
+    engine = Engine()
+    for i in range(600):
+        uuid_, name = f"t{i}", f"app.task{i % 300}"
+        for event in (sent(uuid_, T0, name=name, queue=f"q{i % 2}"), received(uuid_, T0)):
+            engine.handle(event, T0)
+        engine.handle(started(uuid_, T0), T0)
+        engine.handle(succeeded(uuid_, T0 + 0.5, runtime=0.5), T0 + 1)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EngineCollector(engine, BrokerHealth(), None, clock=lambda: T0 + 2))
+    server = HttpServer("127.0.0.1", 0, registry, lambda: None)
+    server.start()
+    try:
+        for accept in ("", "application/openmetrics-text; version=1.0.0"):
+            request = Request(f"http://127.0.0.1:{server.port}/metrics", headers={"Accept": accept})
+            with urlopen(request, timeout=30) as answer:
+                body, length = answer.read(), int(answer.headers["Content-Length"])
+            expected = generate(registry, accept)[0]
+            assert length == len(body) > 500_000
+            strip = re.compile(rb"clearly_exporter_scrape_duration_seconds [^\n]*")
+            assert strip.sub(b"", body) == strip.sub(b"", expected)
+    finally:
+        server.stop()

@@ -75,8 +75,12 @@ class EngineCollector(Collector):
         started = time.perf_counter()
         now = self.clock()
         snap = self.engine.snapshot(now)
-        yield from self._tasks(snap, now)
-        yield from self._workers(snap)
+        # Rendered as they are yielded, the task and worker families hold the engine lock:
+        # the consumer waits on it instead of splitting the GIL with the scrape for seconds
+        # while a backlog drains. Not the queue probe, which asks the broker.
+        with self.engine.lock:
+            yield from self._tasks(snap, now)
+            yield from self._workers(snap)
         yield from self._queues(snap)
         yield from self._exporter(snap)
         yield from self._tracing()
@@ -136,10 +140,12 @@ class EngineCollector(Collector):
             labels,
             t.prefetch_wait,
         )
-        count, age = {}, {}
-        for key, (n, oldest) in t.in_progress.items():
-            count[key] = n
-            age[key] = max(now - oldest, 0.0) if oldest is not None else 0.0
+        # Every scrape, 16,000 series at 1,000 names: comprehensions rather than a loop.
+        count = {key: n for key, (n, _) in t.in_progress.items()}
+        age = {
+            key: 0.0 if oldest is None or oldest >= now else now - oldest
+            for key, (_, oldest) in t.in_progress.items()
+        }
         yield self._family(
             "celery_tasks_in_progress",
             "Tasks now in each in-progress state.",

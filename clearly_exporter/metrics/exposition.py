@@ -1,10 +1,13 @@
-"""Exposition of the engine's task and worker families, rendered per series and cached.
+"""Exposition of the engine's task and worker families, rendered in cached blocks of series.
 
 prometheus_client formats every sample on every scrape (~8 µs each): at 1,000 task names
 × 4 queues × every state that is seconds, all of it holding the GIL the event consumer
-needs. Here each series keeps its rendered lines and renders them again only when it
-changed since the last scrape (a counter's value differs; a histogram hands out a new
-read-only copy, see ``Histogram.copy``), so a scrape is mostly one join of bytes.
+needs. Here a family's series are kept in blocks, each with a ``bytes`` template of its
+lines (labels baked in) and its last rendering. A block none of whose series changed since
+the last scrape (a counter's value is equal; a histogram hands out the same read-only copy,
+see ``Histogram.copy``) is reused as it is; one that changed is rendered again by a single
+``template % values``, ~1 µs for a histogram's 15 lines (``bytes %`` formats ints about
+three times as fast as ``str %``, and needs no encoding afterwards).
 
 The families stay collected metrics: ``samples`` builds ordinary samples on demand, so
 prometheus_client's own encoders (and the tests comparing against them) read the same
@@ -13,11 +16,9 @@ state. The exporter's other, small families go through prometheus_client as befo
 
 from __future__ import annotations
 
-import operator
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from itertools import accumulate, chain, compress, islice
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import accumulate
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
@@ -30,6 +31,11 @@ from clearly_exporter.engine.histogram import Histogram
 OPENMETRICS = "application/openmetrics-text"
 #: A series' label values, in the order of its family's label names.
 Key = tuple[str, ...]
+#: Values a ``%a`` writes as ``number`` does, when finite.
+PLAIN = frozenset({int, float})
+#: A histogram sum ``repr`` writes as prometheus_client does: Go uses exponents from 1e21,
+#: ``floatToGoString`` from 1e6.
+PLAIN_SUM = 1e6
 
 
 def escape(value: str) -> str:
@@ -51,34 +57,29 @@ def exemplar_text(exemplar: Exemplar) -> str:
     return text if exemplar.timestamp is None else f"{text} {exemplar.timestamp}"
 
 
-def changed(
-    rows: Mapping[Key, object], last: Mapping[Key, object], differs: Callable[[Any, Any], bool]
-) -> Iterable[Key]:
-    """Keys of ``rows`` that are new or whose value ``differs`` from the one in ``last``.
+class Verbatim(str):
+    """Text a ``%a`` writes as it is (``ascii`` of a ``str`` would quote it)."""
 
-    The engine's tables only ever append, so a snapshot's keys are the last one's, the
-    same objects in the same order, then new ones: compared that way it runs in C
-    (~20 ns a series). Otherwise (workers come and go) key by key.
-    """
-    n = len(last)
-    if n <= len(rows) and all(map(operator.is_, islice(rows, n), last)):
-        return chain(
-            compress(rows, map(differs, islice(rows.values(), n), last.values())),
-            islice(rows, n, None),
-        )
-    return [k for k, v in rows.items() if k not in last or differs(v, last[k])]
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 class SeriesCache:
-    """A family's series as last rendered, in one format: what a scrape reuses."""
+    """A family's series as last rendered, in one format, in blocks: what a scrape reuses."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.rows: Mapping[Key, object] = {}
-        #: Per series, its lines; in order of first appearance.
-        self.lines: dict[Key, bytes] = {}
-        #: Per series, its escaped labels (with the sample name, for scalars).
-        self.prefixes: dict[Key, str] = {}
+        #: The family's keys and values as last rendered, in the rows' order.
+        self.keys: list[Key] = []
+        self.values: list[object] = []
+        #: Per block of ``CachedFamily.block`` series: its template and its lines.
+        self.templates: list[bytes] = []
+        self.bodies: list[bytes | None] = []
+
+    def clear(self) -> None:
+        self.keys, self.values, self.templates, self.bodies = [], [], [], []
 
 
 class CachedFamily:
@@ -89,8 +90,9 @@ class CachedFamily:
     """
 
     unit = ""
-    #: Whether a series' value changed since it was rendered: counts by value.
-    differs: Callable[[Any, Any], bool] = staticmethod(operator.ne)
+    #: Series per block: about 50 KB of lines. Fewer would render less of what did not
+    #: change; more, fewer writes and comparisons.
+    block = 512
 
     def __init__(
         self,
@@ -112,22 +114,35 @@ class CachedFamily:
         return ",".join(f'{n}="{escape(v)}"' for n, v in zip(self.labels, key, strict=True))
 
     def render(self, out: list[bytes], openmetrics: bool) -> None:
-        """Append the family's header and every series' lines to ``out``."""
+        """Append the family's header and its blocks to ``out``.
+
+        The engine's tables only ever append, so a snapshot's keys are the last one's, in
+        the same order, then new ones: only the last block's template and new blocks' are
+        built. Otherwise (workers come and go) every block is built again.
+        """
         out.append(self._header(openmetrics))
         cache = self.caches[openmetrics]
-        rows = self.rows
+        keys, values, size = list(self.rows), list(self.rows.values()), self.block
         with cache.lock:
-            lines, prefixes = cache.lines, cache.prefixes
-            for key in changed(rows, cache.rows, self.differs):
-                prefix = prefixes.get(key)
-                if prefix is None:
-                    prefix = prefixes[key] = self._prefix(key)
-                lines[key] = self._lines(prefix, rows[key], openmetrics).encode()
-            if len(lines) > len(rows):
-                for key in lines.keys() - rows.keys():
-                    del lines[key], prefixes[key]
-            cache.rows = rows
-            out.extend(lines.values())
+            n = len(cache.keys)
+            if n > len(keys) or keys[:n] != cache.keys:
+                cache.clear()
+                n = 0
+            templates, bodies, last = cache.templates, cache.bodies, cache.values
+            if n < len(keys):
+                first = n // size
+                del templates[first:], bodies[first:]
+                for start in range(first * size, len(keys), size):
+                    templates.append(self._template(keys[start : start + size], openmetrics))
+                    bodies.append(None)
+            for i, start in enumerate(range(0, len(keys), size)):
+                now = values[start : start + size]
+                if bodies[i] is None or now != last[start : start + size]:
+                    bodies[i] = self._fill(
+                        templates[i], now, keys[start : start + size], openmetrics
+                    )
+            cache.keys, cache.values = keys, values
+            out.extend(bodies)  # type: ignore[arg-type]
 
     def _header(self, openmetrics: bool) -> bytes:
         name, typ = self.name, self.type
@@ -141,10 +156,10 @@ class CachedFamily:
                 name, typ = name + "_info", "gauge"
         return f"# HELP {name} {doc}\n# TYPE {name} {typ}\n".encode()
 
-    def _prefix(self, key: Key) -> str:
+    def _template(self, keys: Sequence[Key], openmetrics: bool) -> bytes:
         raise NotImplementedError
 
-    def _lines(self, prefix: str, value: object, openmetrics: bool) -> str:
+    def _fill(self, template: bytes, values: list, keys: Sequence[Key], openmetrics: bool) -> bytes:
         raise NotImplementedError
 
 
@@ -156,13 +171,19 @@ class ScalarFamily(CachedFamily):
         suffix = {"counter": "_total", "info": "_info"}.get(self.type, "")
         return self.name + suffix
 
-    def _prefix(self, key: Key) -> str:
-        return f"{self.sample_name}{{{self.labelset(key)}}} "
+    def _template(self, keys: Sequence[Key], openmetrics: bool) -> bytes:
+        name = self.sample_name
+        lines = (f"{name}{{{self.labelset(key).replace('%', '%%')}}} %a\n" for key in keys)
+        return "".join(lines).encode()
 
-    def _lines(self, prefix: str, value: object, openmetrics: bool) -> str:
-        if type(value) is float and value - value == 0.0:  # ages: every scrape, so inlined
-            return f"{prefix}{value!r}\n"
-        return f"{prefix}{number(value)}\n"  # type: ignore[arg-type]
+    def _fill(self, template: bytes, values: list, keys: Sequence[Key], openmetrics: bool) -> bytes:
+        """``%a`` writes ints and finite floats as ``repr``; anything else goes through
+        ``number`` (an infinite or NaN value makes the sum one too)."""
+        if all(map(PLAIN.__contains__, map(type, values))):
+            total = sum(values)
+            if total - total == 0:
+                return template % tuple(values)
+        return template % tuple(Verbatim(number(v)) for v in values)
 
     @property
     def samples(self) -> list[Sample]:
@@ -177,8 +198,8 @@ class ScalarFamily(CachedFamily):
 class HistogramFamily(CachedFamily):
     """Histogram series; exemplars (if ``exemplars``) only in OpenMetrics."""
 
-    #: A histogram's read-only copy is the same object until it is observed again.
-    differs = staticmethod(operator.is_not)
+    #: A histogram's 15 lines are ~1.7 KB.
+    block = 32
 
     def __init__(
         self,
@@ -194,24 +215,44 @@ class HistogramFamily(CachedFamily):
         self.exemplars = exemplars
         self._les = [f'le="{b!r}"}} ' for b in map(float, bounds)] + ['le="+Inf"} ']
 
-    def _prefix(self, key: Key) -> str:
-        return self.labelset(key)
+    def _template(self, keys: Sequence[Key], openmetrics: bool) -> bytes:
+        """Per series: a ``%d`` per cumulative bucket, one for the count, ``%a`` the sum.
 
-    def _lines(self, prefix: str, value: object, openmetrics: bool) -> str:
-        hist: Histogram = value  # type: ignore[assignment]
-        name = self.name
+        None for lines with exemplars (see ``_lines``)."""
+        if openmetrics and self.exemplars:
+            return b""
+        name, out = self.name, []
+        for key in keys:
+            labels = self.labelset(key).replace("%", "%%")
+            bucket = f"{name}_bucket{{{labels},"
+            out.extend(f"{bucket}{le}%d\n" for le in self._les)
+            out.append(f"{name}_count{{{labels}}} %d\n{name}_sum{{{labels}}} %a\n")
+        return "".join(out).encode()
+
+    def _fill(self, template: bytes, values: list, keys: Sequence[Key], openmetrics: bool) -> bytes:
+        if openmetrics and self.exemplars:
+            return "".join(map(self._lines, keys, values)).encode()
+        args: list = []
+        extend, append = args.extend, args.append
+        for hist in values:
+            extend(accumulate(hist.counts))
+            append(args[-1])
+            total = hist.total
+            append(total if total < PLAIN_SUM else Verbatim(floatToGoString(total)))
+        return template % tuple(args)
+
+    def _lines(self, key: Key, hist: Histogram) -> str:
+        """A series' lines with its exemplars (OpenMetrics): seldom scraped, not templated."""
+        name, labels = self.name, self.labelset(key)
         counts = list(accumulate(hist.counts))
-        bucket = f"{name}_bucket{{{prefix},"
-        exemplars = hist.exemplars if openmetrics and self.exemplars else None
-        if exemplars is None:
-            lines = [f"{bucket}{le}{n}\n" for le, n in zip(self._les, counts, strict=True)]
-        else:
-            lines = [
-                f"{bucket}{le}{n}{exemplar_text(ex) if ex else ''}\n"
-                for le, n, ex in zip(self._les, counts, exemplars, strict=True)
-            ]
-        lines.append(f"{name}_count{{{prefix}}} {counts[-1]}\n")
-        lines.append(f"{name}_sum{{{prefix}}} {floatToGoString(hist.total)}\n")
+        bucket = f"{name}_bucket{{{labels},"
+        exemplars = hist.exemplars or [None] * len(counts)
+        lines = [
+            f"{bucket}{le}{n}{exemplar_text(ex) if ex else ''}\n"
+            for le, n, ex in zip(self._les, counts, exemplars, strict=True)
+        ]
+        lines.append(f"{name}_count{{{labels}}} {counts[-1]}\n")
+        lines.append(f"{name}_sum{{{labels}}} {floatToGoString(hist.total)}\n")
         return "".join(lines)
 
     @property
@@ -239,19 +280,33 @@ class _Collected:
 
 
 def generate(registry: Collector, accept: str) -> tuple[bytes, str]:
-    """A scrape's body and content type, negotiated as prometheus_client does.
+    """A scrape's body and content type, negotiated as prometheus_client does."""
+    chunks, content_type = generate_chunks(registry, accept)
+    return b"".join(chunks), content_type
+
+
+def generate_chunks(registry: Collector, accept: str) -> tuple[list[bytes], str]:
+    """A scrape's body in pieces (a family's header, then its blocks), and its content type.
 
     Cached families are rendered as they are collected; the others, with their format's
-    ending (``# EOF``), by prometheus_client.
+    ending (``# EOF``), by prometheus_client. The collection is closed even when rendering
+    fails: a collector may hold a lock while it yields (``EngineCollector`` holds the
+    engine's), which a traceback keeping the generator alive must not keep held.
     """
     encoder, content_type = choose_encoder(accept)
     openmetrics = content_type.startswith(OPENMETRICS)
     out: list[bytes] = []
     rest: list[Metric] = []
-    for metric in registry.collect():
-        if isinstance(metric, CachedFamily):
-            metric.render(out, openmetrics)
-        else:
-            rest.append(metric)
+    collected = registry.collect()
+    try:
+        for metric in collected:
+            if isinstance(metric, CachedFamily):
+                metric.render(out, openmetrics)
+            else:
+                rest.append(metric)
+    finally:
+        close = getattr(collected, "close", None)
+        if close is not None:
+            close()
     out.append(encoder(_Collected(rest)))  # type: ignore[arg-type]
-    return b"".join(out), content_type
+    return out, content_type

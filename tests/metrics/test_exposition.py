@@ -14,7 +14,15 @@ from prometheus_client.samples import Exemplar
 
 from clearly_exporter.engine import Engine, EngineConfig
 from clearly_exporter.metrics.collector import EngineCollector
-from clearly_exporter.metrics.exposition import generate, number
+from clearly_exporter.metrics.exposition import (
+    CachedFamily,
+    HistogramFamily,
+    ScalarFamily,
+    SeriesCache,
+    generate,
+    generate_chunks,
+    number,
+)
 from clearly_exporter.source import BrokerHealth
 from tests.bundle.helpers import require_tool
 from tests.engine.events import (
@@ -120,6 +128,54 @@ def test_series_that_change_appear_or_go_are_rendered_anew():
     assert_as_prometheus_client_renders(cluster)
 
 
+def test_blocks_of_a_few_series_grow_change_and_go(monkeypatch):
+    """Every family spans several blocks; new series fill the last one and start others."""
+    monkeypatch.setattr(CachedFamily, "block", 2)
+    monkeypatch.setattr(HistogramFamily, "block", 3)
+    test_series_that_change_appear_or_go_are_rendered_anew()
+    cluster = busy_cluster()
+    for i in range(7):
+        cluster.task(f"n{i}", name=f"app.t{i % 3}", queue=f"q{i % 2}", fail=i % 4 == 0)
+        assert_as_prometheus_client_renders(cluster)
+
+
+def test_a_scrape_in_blocks_is_the_body():
+    cluster = busy_cluster()
+    chunks, content_type = generate_chunks(cluster.registry, "")
+    assert len(chunks) > 10 and all(type(c) is bytes for c in chunks)
+    assert content_type == generate(cluster.registry, "")[1]
+    body, _ = generate(cluster.registry, "")
+    assert [line for line in b"".join(chunks).splitlines() if b"scrape_duration" not in line] == [
+        line for line in body.splitlines() if b"scrape_duration" not in line
+    ]
+
+
+def test_percent_signs_in_label_values_are_not_placeholders():
+    cluster = Cluster()
+    cluster.task("a", name="100%d %s %% %(x)a", queue="%")
+    assert_as_prometheus_client_renders(cluster)
+    text = generate(cluster.registry, "")[0].decode()
+    assert 'celery_tasks_total{name="100%d %s %% %(x)a",queue="%",state="SUCCESS"} 1' in text
+
+
+def test_values_written_as_prometheus_client_writes_them():
+    """Non-finite and odd-typed values, and sums Go writes with an exponent."""
+    rows = {("a",): float("inf"), ("b",): 2, ("c",): 0.5, ("d",): float("nan")}
+    caches = (SeriesCache(), SeriesCache())
+    out: list[bytes] = []
+    ScalarFamily("g", "doc", "gauge", ("k",), rows, caches).render(out, False)
+    assert b"".join(out[1:]) == b'g{k="a"} +Inf\ng{k="b"} 2\ng{k="c"} 0.5\ng{k="d"} NaN\n'
+    out.clear()
+    ScalarFamily("g", "doc", "gauge", ("k",), {("b",): True}, caches).render(out, False)
+    assert out[1:] == [b'g{k="b"} 1.0\n']
+    cluster = Cluster()
+    cluster.feed(sent("a", T0), received("a", T0), started("a", T0))
+    cluster.feed(succeeded("a", T0 + 1, runtime=2_345_678.5))
+    text = generate(cluster.registry, "")[0].decode()
+    assert 'state="SUCCESS"} 2.3456785e+06\n' in text
+    assert_as_prometheus_client_renders(cluster)
+
+
 def test_each_format_is_current_when_the_other_was_scraped_in_between():
     cluster = busy_cluster()
     for uuid, accept in zip("efgh", ["", OPENMETRICS, "", OPENMETRICS], strict=True):
@@ -172,3 +228,19 @@ def test_promtool_accepts_the_exposition(tmp_path):
 )
 def test_numbers_are_written_as_both_formats_read_them(value, text):
     assert number(value) == text
+
+
+def test_a_failed_render_lets_go_of_the_engine_lock(monkeypatch):
+    """The collector yields its task families holding the engine lock: a render that
+    raises must not leave it held (the consumer would stop)."""
+    cluster = busy_cluster()
+
+    def broken(self, template, values, keys, openmetrics):
+        raise RuntimeError("render bug")
+
+    monkeypatch.setattr(ScalarFamily, "_fill", broken)
+    with pytest.raises(RuntimeError) as caught:
+        generate(cluster.registry, "")
+    assert caught.value.__traceback__ is not None, "the traceback is still alive here"
+    assert cluster.engine.lock.acquire(timeout=1)
+    cluster.engine.lock.release()
