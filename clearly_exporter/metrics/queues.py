@@ -4,12 +4,18 @@ A passive declare gives what every transport knows: on Redis the sum of all prio
 sub-lists of the queue, on AMQP the ready messages and consumers. A broker that is
 down or slow never fails the scrape: the probe runs in its own thread with a
 deadline, and a failure omits the series and counts an error.
+
+While the exporter drains a backlog, the probe's round trips each wait for the GIL the
+consumer holds: a probe of a few queues then takes seconds. A scrape waits for a fresh
+measurement only ``fresh_wait``; past that it serves the previous one (at most
+``max_age`` old) and the probe finishes in the background.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -33,31 +39,48 @@ class QueueProbe:
     """Measures queue depths; owns its connection and its error count."""
 
     def __init__(
-        self, url: str, transport_options: dict, ssl: dict | bool | None, timeout: float = 2.0
+        self,
+        url: str,
+        transport_options: dict,
+        ssl: dict | bool | None,
+        timeout: float = 2.0,
+        fresh_wait: float = 0.1,
+        max_age: float = 60.0,
     ) -> None:
         self.url = url
         self.transport_options = transport_options
         self.ssl = ssl
         self.timeout = timeout
+        self.fresh_wait = fresh_wait
+        self.max_age = max_age
         self.errors = 0
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clearly-queue-probe")
         self._running: Future | None = None
+        self._started = 0.0
+        #: The last measurement's monotonic time and queues, and its result.
+        self._last: tuple[float, list[str], list[QueueDepth]] | None = None
         self._conn: Connection | None = None
 
     def depths(self, queues: list[str]) -> list[QueueDepth] | None:
         """Depth of each queue, or None (error counted) when the broker did not answer."""
         if not queues:
             return []
+        names = sorted(queues)
         with self._lock:
-            if self._running is not None and not self._running.done():
-                self.errors += 1
-                return None
-            self._running = self._pool.submit(self._measure, sorted(queues))
-            running = self._running
+            if self._running is None or self._running.done():
+                self._running = self._pool.submit(self._measure, names)
+                self._started = time.monotonic()
+            running, started = self._running, self._started
+        last = self._last
+        if last is not None and (time.monotonic() - last[0] > self.max_age or last[1] != names):
+            last = None
+        wait = self.timeout - (time.monotonic() - started)
         try:
-            return running.result(timeout=self.timeout)
+            return running.result(timeout=max(min(wait, self.fresh_wait) if last else wait, 0.0))
         except FutureTimeout:
+            if last is not None and wait > self.fresh_wait:
+                return last[2]
             log.warning("queue depth probe timed out after %.1fs", self.timeout)
         except Exception as exc:
             log.warning("queue depth probe failed on %s: %s", redact_url(self.url), exc)
@@ -88,6 +111,7 @@ class QueueProbe:
             finally:
                 _close_quietly(channel)
             out.append(QueueDepth(name, length, consumers if amqp else None))
+        self._last = (time.monotonic(), queues, out)
         return out
 
     def _close(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,33 @@ def test_probe_reports_empty_and_missing_queues_as_zero(broker: str):
         probe.close()
     assert [(d.name, d.length) for d in depths] == [("never-declared", 0)]
     assert probe.errors == 0
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_a_slow_probe_serves_the_last_depths_then_gives_up(broker: str, queue: str, monkeypatch):
+    url, options = connection_config(broker)
+    probe = QueueProbe(url, options, None, timeout=1.0, fresh_wait=0.05)
+    measure, release = probe._measure, threading.Event()
+
+    def slow(queues: list[str]):
+        release.wait(10)
+        return measure(queues)
+
+    try:
+        assert [d.length for d in probe.depths([queue])] == [0]
+        backlog(broker, queue, 3)
+        monkeypatch.setattr(probe, "_measure", slow)
+        started = time.monotonic()
+        assert [d.length for d in probe.depths([queue])] == [0]  # the last, not waited for
+        assert time.monotonic() - started < 0.5
+        assert probe.errors == 0
+        release.set()
+        wait_for(lambda: probe.depths([queue])[0].length == 3, 5, "the background result")
+        release.clear()
+        probe.depths([queue])  # starts a measurement that hangs
+        assert probe.depths([queue]) is not None  # still within its deadline
+        wait_for(lambda: probe.depths([queue]) is None, 5, "the deadline passed")
+        assert probe.errors >= 1
+    finally:
+        release.set()
+        probe.close()
