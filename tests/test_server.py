@@ -13,6 +13,7 @@ from urllib.request import Request, urlopen
 import bcrypt
 from prometheus_client import CollectorRegistry
 
+from clearly_exporter import server as server_module
 from clearly_exporter.daemon import Daemon, Settings
 from clearly_exporter.engine import Engine
 from clearly_exporter.metrics.collector import EngineCollector
@@ -158,8 +159,9 @@ def test_no_api_creates_no_stream_hub(tmp_path: Path):
         daemon.probe.close()
 
 
-def test_metrics_rendered_in_blocks_arrive_whole():
-    """Hundreds of blocks, sent in two writes: the body and its length are the scrape's."""
+def test_metrics_rendered_in_blocks_arrive_whole(monkeypatch):
+    """Hundreds of blocks, sent in pieces: the body and its length are the scrape's."""
+    monkeypatch.setattr(server_module, "WRITE_SIZE", 100_000)
     engine = Engine()
     for i in range(600):
         uuid_, name = f"t{i}", f"app.task{i % 300}"
