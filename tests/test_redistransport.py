@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections import OrderedDict
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -146,3 +148,26 @@ def test_malformed_payloads_are_counted_and_the_next_applied():
         source.stop()
         source.join(5)
         client.close()
+
+
+def test_sentinel_compat_mode_keeps_kombus_deduplication():
+    """Subscribed on the current and the legacy topic, a message comes twice: kombu's
+    Sentinel channel drops the copy, so such channels keep kombu's delivery."""
+    (payload,) = published_payloads([([{"type": "worker-heartbeat"}], {"serializer": "json"})])
+    channel = object.__new__(redistransport._lean_class(kombu_redis.SentinelChannel))
+    channel.sentinel_fanout_compat, channel._seen_fanout_tags = True, OrderedDict()
+    channel._legacy_keyprefix_fanout, channel.keyprefix_fanout = "/{db}.", "/9."
+    channel._fanout_to_queue = {"celeryev": "events"}
+    delivered: list[str] = []
+    channel.connection = SimpleNamespace(_deliver=lambda message, queue: delivered.append(queue))
+    raw: list[bytes] = []
+    channel.raw_handlers["events"] = raw.append
+    copies = [
+        [b"pmessage", b"*", topic + b"celeryev/task.multi", payload]
+        for topic in (b"/9.", b"/{db}.")
+    ]
+    replies = iter(copies)
+    client = SimpleNamespace(parse_response=lambda: next(replies))
+    channel._receive_one(client)
+    channel._receive_one(client)
+    assert delivered == ["events"] and raw == []

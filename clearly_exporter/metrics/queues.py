@@ -58,6 +58,7 @@ class QueueProbe:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clearly-queue-probe")
         self._running: Future | None = None
         self._started = 0.0
+        self._running_names: list[str] = []
         #: The last measurement's monotonic time and queues, and its result.
         self._last: tuple[float, list[str], list[QueueDepth]] | None = None
         self._conn: Connection | None = None
@@ -70,26 +71,46 @@ class QueueProbe:
         with self._lock:
             if self._running is None or self._running.done():
                 self._running = self._pool.submit(self._measure, names)
-                self._started = time.monotonic()
-            running, started = self._running, self._started
+                self._started, self._running_names = time.monotonic(), names
+            running, started, measuring = self._running, self._started, self._running_names
         last = self._last
         if last is not None and (time.monotonic() - last[0] > self.max_age or last[1] != names):
             last = None
         wait = self.timeout - (time.monotonic() - started)
+        if measuring != names:  # another scrape's probe, of other queues, still runs
+            wait = min(wait, self.fresh_wait) if last else 0.0
         try:
-            return running.result(timeout=max(min(wait, self.fresh_wait) if last else wait, 0.0))
+            depths = running.result(timeout=max(min(wait, self.fresh_wait) if last else wait, 0.0))
+            if measuring == names:
+                return depths
         except FutureTimeout:
-            if last is not None and wait > self.fresh_wait:
-                return last[2]
+            pass
+        except Exception:
+            return None  # counted and logged by the probe
+        if last is not None and (measuring != names or wait > self.fresh_wait):
+            return last[2]
+        if measuring == names:
             log.warning("queue depth probe timed out after %.1fs", self.timeout)
-        except Exception as exc:
-            log.warning("queue depth probe failed on %s: %s", redact_url(self.url), exc)
-            self._close()
         with self._lock:
             self.errors += 1
         return None
 
     def _measure(self, queues: list[str]) -> list[QueueDepth]:
+        """Measure, and remember the result; a failure is counted here, whether or not a
+        scrape still waits for it."""
+        try:
+            out = self._declare(queues)
+        except Exception as exc:
+            log.warning("queue depth probe failed on %s: %s", redact_url(self.url), exc)
+            self._close()
+            with self._lock:
+                self.errors += 1
+                self._last = None
+            raise
+        self._last = (time.monotonic(), queues, out)
+        return out
+
+    def _declare(self, queues: list[str]) -> list[QueueDepth]:
         if self._conn is None:
             self._conn = Connection(
                 self.url,
@@ -111,7 +132,6 @@ class QueueProbe:
             finally:
                 _close_quietly(channel)
             out.append(QueueDepth(name, length, consumers if amqp else None))
-        self._last = (time.monotonic(), queues, out)
         return out
 
     def _close(self) -> None:

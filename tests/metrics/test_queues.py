@@ -68,7 +68,7 @@ def test_probe_reports_empty_and_missing_queues_as_zero(broker: str):
 def test_a_slow_probe_serves_the_last_depths_then_gives_up(broker: str, queue: str, monkeypatch):
     url, options = connection_config(broker)
     probe = QueueProbe(url, options, None, timeout=1.0, fresh_wait=0.05)
-    measure, release = probe._measure, threading.Event()
+    measure, release = probe._declare, threading.Event()
 
     def slow(queues: list[str]):
         release.wait(10)
@@ -77,7 +77,7 @@ def test_a_slow_probe_serves_the_last_depths_then_gives_up(broker: str, queue: s
     try:
         assert [d.length for d in probe.depths([queue])] == [0]
         backlog(broker, queue, 3)
-        monkeypatch.setattr(probe, "_measure", slow)
+        monkeypatch.setattr(probe, "_declare", slow)
         started = time.monotonic()
         assert [d.length for d in probe.depths([queue])] == [0]  # the last, not waited for
         assert time.monotonic() - started < 0.5
@@ -91,4 +91,28 @@ def test_a_slow_probe_serves_the_last_depths_then_gives_up(broker: str, queue: s
         assert probe.errors >= 1
     finally:
         release.set()
+        probe.close()
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_a_probe_failing_in_the_background_is_counted(broker: str, queue: str, monkeypatch):
+    url, options = connection_config(broker)
+    probe = QueueProbe(url, options, None, timeout=1.0, fresh_wait=0.05)
+    declare = probe._declare
+
+    def failing(queues: list[str]):
+        time.sleep(0.2)
+        raise ConnectionError("broker gone")
+
+    try:
+        assert [d.length for d in probe.depths([queue])] == [0]
+        monkeypatch.setattr(probe, "_declare", failing)
+        assert [d.length for d in probe.depths([queue])] == [0]  # the last, while it fails
+        wait_for(lambda: probe.errors == 1, 5, "the failure counted")
+        assert probe.depths([queue]) is None  # nothing left to serve: it failed
+        monkeypatch.setattr(probe, "_declare", declare)
+        wait_for(lambda: probe.depths([queue]) is not None, 5, "depths again")
+        other = probe.depths([queue, f"{queue}-new"])
+        assert other is None or [d.name for d in other] == sorted([queue, f"{queue}-new"])
+    finally:
         probe.close()
