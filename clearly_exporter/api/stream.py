@@ -87,6 +87,8 @@ WORKER_FIELDS = (
 #: Positions in an item (after its kind) of the fields filters look at.
 _UUID, _NAME, _ROUTING_KEY = (1 + TASK_FIELDS.index(f) for f in ("uuid", "name", "routing_key"))
 WORKER_EVENTS = {"worker-online": "online", "worker-heartbeat": "heartbeat"}
+#: How long the loop waits for the engine lock to check worker timeouts.
+LOCK_WAIT = 0.01
 
 
 def sse(event: str, data: object) -> bytes:
@@ -368,9 +370,16 @@ class StreamHub:
         return done
 
     def _check_timeouts(self) -> None:
-        """Tell clients of workers that went silent: no event says so."""
+        """Tell clients of workers that went silent: no event says so.
+
+        On the event loop: the consumer holds the engine lock a message at a time, but a
+        scrape renders under it for 0.1 s or more; then the check waits for its next round
+        rather than stall every connection.
+        """
         now = self.clock()
-        with self.engine.lock:
+        if not self.engine.lock.acquire(timeout=LOCK_WAIT):
+            return
+        try:
             workers = self.engine.workers
             known = {}
             for record in workers.records():
@@ -381,6 +390,8 @@ class StreamHub:
                 if was_up is not None:
                     known[record.hostname] = was_up
             self._up = known
+        finally:
+            self.engine.lock.release()
 
     async def close(self, reason: str, grace: float = 0.3) -> None:
         """End every stream (at shutdown), dropping those that do not take it in time."""
