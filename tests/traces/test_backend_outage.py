@@ -104,15 +104,20 @@ def counted_then_exported(cluster: Cluster, ids: set[str]) -> dict[str, Span]:
     return spans
 
 
+def failed_fetches(cluster: Cluster, outcome: str, when: str = "") -> None:
+    """Every span's fetch ended once, none completed, ``outcome`` among them."""
+    fetches = cluster.fetches(N)
+    print(f"fetch outcomes{when}: {fetches}")
+    assert fetches[outcome] >= 1 and fetches["ok"] == 0
+    assert sum(fetches.values()) == N, "one outcome per span"
+
+
 @pytest.mark.parametrize("broker", ["redis"], indirect=True)
 def test_backend_down(redis_broker: str, queue: str, tmp_path: Path, cleanup):
     backend = PrivateRedis(tmp_path)  # never started: connections are refused
     cluster = Cluster(redis_broker, backend.url(), queue, tmp_path, cleanup)
     counted_then_exported(cluster, cluster.send_big(N))
-    fetches = cluster.fetches(N)
-    print(f"fetch outcomes: {fetches}")
-    assert fetches["error"] >= 1 and fetches["ok"] == 0
-    assert sum(fetches.values()) == N, "one outcome per span"
+    failed_fetches(cluster, "error")
     assert cluster.exporter.proc.popen.poll() is None
 
 
@@ -123,10 +128,7 @@ def test_backend_hung_then_back(redis_broker: str, queue: str, tmp_path: Path, c
     backend.pause()
     cluster = Cluster(redis_broker, backend.url(), queue, tmp_path, cleanup)
     counted_then_exported(cluster, cluster.send_big(N))
-    fetches = cluster.fetches(N)
-    print(f"fetch outcomes while hung: {fetches}")
-    assert fetches["timeout"] >= 1 and fetches["ok"] == 0
-    assert sum(fetches.values()) == N, "one outcome per span"
+    failed_fetches(cluster, "timeout", " while hung")
 
     # Back: a worker that stores its results there; fetches complete values again.
     backend.resume()

@@ -113,21 +113,27 @@ def test_a_full_queue_refuses_and_a_dead_child_is_counted_and_replaced(receiver,
     assert "task-100" in {s.attributes["celery.task.id"] for s in receiver.snapshot()}
 
 
-ORPHAN = """
+#: A script's start: a span process exporting to ``argv[1]``, given ``{count}`` spans.
+SUBMITTED = """
 import os, sys, threading
 from tests.traces.test_process import config, view
 from clearly_exporter.traces.process import SpanProcess
 spans = SpanProcess(config(sys.argv[1]))
 spans.start()
-for n in range(300):
+for n in range({count}):
     spans.submit(view(n))
 spans.tick()
+"""
+ORPHAN = (
+    SUBMITTED.format(count=300)
+    + """
 spans._outbox.put(None)  # the writer sends what it holds, then closes the pipe
 (writer,) = [t for t in threading.enumerate() if t.name == "clearly-span-writer"]
 writer.join(10)
 print(spans._child.pid, flush=True)
 os._exit(1)  # dies without stop(): the child sees its pipe closed
 """
+)
 
 
 def run_script(script: str, endpoint: str) -> subprocess.CompletedProcess:
@@ -164,16 +170,7 @@ def test_spans_with_no_process_to_take_them_are_counted_at_stop():
     assert spans.dropped == {"queue_full": 0, "export_error": 3}
 
 
-FORGOTTEN = """
-import sys
-from tests.traces.test_process import config, view
-from clearly_exporter.traces.process import SpanProcess
-spans = SpanProcess(config(sys.argv[1]))
-spans.start()
-for n in range(40):
-    spans.submit(view(n))
-spans.tick()
-"""
+FORGOTTEN = SUBMITTED.format(count=40)
 
 
 def test_an_exit_without_stop_still_flushes_and_ends(receiver):
