@@ -26,7 +26,7 @@ from clearly_exporter.metrics.exposition import (
     ScalarFamily,
     SeriesCache,
 )
-from clearly_exporter.metrics.queues import QueueProbe
+from clearly_exporter.metrics.queues import Probing, QueueProbe
 from clearly_exporter.source import BrokerHealth
 from clearly_exporter.traces.tracing import Tracing
 
@@ -75,13 +75,17 @@ class EngineCollector(Collector):
         started = time.perf_counter()
         now = self.clock()
         snap = self.engine.snapshot(now)
+        probe = self.probe
+        # Started now, the queue probe's round trips to the broker overlap the rendering.
+        probing = probe.start(sorted(set(self.watch_queues) | snap.queues)) if probe else None
         # Rendered as they are yielded, the task and worker families hold the engine lock:
         # the consumer waits on it instead of splitting the GIL with the scrape for seconds
-        # while a backlog drains. Not the queue probe, which asks the broker.
+        # while a backlog drains.
         with self.engine.lock:
             yield from self._tasks(snap, now)
             yield from self._workers(snap)
-        yield from self._queues(snap)
+        if probe is not None and probing is not None:
+            yield from self._queues(probe, probing)
         yield from self._exporter(snap)
         yield from self._tracing()
         self.last_duration = time.perf_counter() - started
@@ -218,11 +222,8 @@ class EngineCollector(Collector):
             info,
         )
 
-    def _queues(self, snap: Snapshot) -> Iterator[Metric]:
-        if self.probe is None:
-            return
-        names = sorted(set(self.watch_queues) | snap.queues)
-        depths = self.probe.depths(names)
+    def _queues(self, probe: QueueProbe, probing: Probing) -> Iterator[Metric]:
+        depths = probe.result(probing)
         length = GaugeMetricFamily(
             "celery_queue_length", "Messages waiting in the queue.", labels=["queue"]
         )
@@ -238,7 +239,7 @@ class EngineCollector(Collector):
         yield CounterMetricFamily(
             "clearly_exporter_broker_scrape_errors",
             "Scrapes whose queue depth the broker did not give.",
-            value=self.probe.errors,
+            value=probe.errors,
         )
 
     def _tracing(self) -> Iterator[Metric]:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 from celery import Celery
 
 from clearly_exporter.brokers import connection_config, transport_for
@@ -139,4 +140,66 @@ def test_a_probe_of_other_queues_never_answers_for_these(broker: str, queue: str
         assert [d.name for d in probe.depths([queue])] == [queue]
     finally:
         release.set()
+        probe.close()
+
+
+def test_missing_and_present_queues_probed_again_and_again(broker: str, queue: str):
+    """AMQP closes the channel on a passive declare of a missing queue: the next queue
+    and the next probe still get their depths."""
+    backlog(broker, queue, 3)
+    names = sorted([f"{queue}-missing-a", queue, f"{queue}-missing-b"])
+    url, options = connection_config(broker)
+    probe = QueueProbe(url, options, None)
+    try:
+        for _ in range(3):
+            depths = probe._measure(names)
+            assert {d.name: d.length for d in depths} == {
+                queue: 3,
+                f"{queue}-missing-a": 0,
+                f"{queue}-missing-b": 0,
+            }
+    finally:
+        probe.close()
+    assert probe.errors == 0
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_probes_reuse_one_connection(broker: str, queue: str):
+    """A connection per queue per probe cost ~25 ms of handshakes a scrape."""
+    url, options = connection_config(broker)
+    server = redis.Redis.from_url(url)
+    probe = QueueProbe(url, options, None)
+    queues = [f"{queue}-{k}" for k in range(4)]
+    try:
+        probe._measure(queues)
+        before = server.info("stats")["total_connections_received"]
+        for _ in range(10):
+            probe._measure(queues)
+        opened = server.info("stats")["total_connections_received"] - before
+    finally:
+        probe.close()
+        server.close()
+    assert opened < 10
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_a_probe_started_before_rendering_is_the_one_served(broker: str, queue: str, monkeypatch):
+    """The collector starts the probe, renders, then takes its result: a probe that ended
+    meanwhile is served, not followed by another the scrape would wait for."""
+    url, options = connection_config(broker)
+    probe = QueueProbe(url, options, None, timeout=2.0, fresh_wait=0.0)
+    declare, calls = probe._declare, []
+
+    def counted(queues: list[str]):
+        calls.append(queues)
+        return declare(queues)
+
+    monkeypatch.setattr(probe, "_declare", counted)
+    try:
+        probing = probe.start([queue])
+        wait_for(lambda: probing.running.done(), 5, "the probe")
+        backlog(broker, queue, 2)
+        assert [d.length for d in probe.result(probing)] == [0]
+        assert calls == [[queue]]
+    finally:
         probe.close()
