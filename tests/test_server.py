@@ -4,9 +4,11 @@ and ``--no-api``; each on a real exporter child process. ``/metrics`` of many bl
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.request import Request, urlopen
 
@@ -18,7 +20,7 @@ from clearly_exporter.daemon import Daemon, Settings
 from clearly_exporter.engine import Engine
 from clearly_exporter.metrics.collector import EngineCollector
 from clearly_exporter.metrics.exposition import generate
-from clearly_exporter.server import HttpServer
+from clearly_exporter.server import HttpServer, write_all
 from clearly_exporter.source import BrokerHealth
 from tests.cluster import api_get, publish
 from tests.engine.events import T0, received, sent, started, succeeded
@@ -159,11 +161,10 @@ def test_no_api_creates_no_stream_hub(tmp_path: Path):
         daemon.probe.close()
 
 
-def test_metrics_rendered_in_blocks_arrive_whole(monkeypatch):
-    """Hundreds of blocks, sent in pieces: the body and its length are the scrape's."""
-    monkeypatch.setattr(server_module, "WRITE_SIZE", 100_000)
+def busy_registry(tasks: int = 600) -> CollectorRegistry:
+    """An engine's families of hundreds of blocks."""
     engine = Engine()
-    for i in range(600):
+    for i in range(tasks):
         uuid_, name = f"t{i}", f"app.task{i % 300}"
         for event in (sent(uuid_, T0, name=name, queue=f"q{i % 2}"), received(uuid_, T0)):
             engine.handle(event, T0)
@@ -171,16 +172,61 @@ def test_metrics_rendered_in_blocks_arrive_whole(monkeypatch):
         engine.handle(succeeded(uuid_, T0 + 0.5, runtime=0.5), T0 + 1)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(engine, BrokerHealth(), None, clock=lambda: T0 + 2))
+    return registry
+
+
+def fetch(port: int, accept: str) -> tuple[bytes, int]:
+    request = Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept})
+    with urlopen(request, timeout=30) as answer:
+        return answer.read(), int(answer.headers["Content-Length"])
+
+
+def without_duration(body: bytes) -> bytes:
+    return re.sub(rb"clearly_exporter_scrape_duration_seconds [^\n]*", b"", body)
+
+
+def test_metrics_rendered_in_blocks_arrive_whole(monkeypatch):
+    """Hundreds of blocks, written a few at a time into a kept file, then sent from it:
+    each body and its length are its scrape's, also when a kept file held a longer one."""
+    monkeypatch.setattr(server_module, "IOV_MAX", 7)
+    registry = busy_registry()
     server = HttpServer("127.0.0.1", 0, registry, lambda: None)
     server.start()
     try:
-        for accept in ("", "application/openmetrics-text; version=1.0.0"):
-            request = Request(f"http://127.0.0.1:{server.port}/metrics", headers={"Accept": accept})
-            with urlopen(request, timeout=30) as answer:
-                body, length = answer.read(), int(answer.headers["Content-Length"])
+        for accept in ("application/openmetrics-text; version=1.0.0", "", ""):
+            body, length = fetch(server.port, accept)
             expected = generate(registry, accept)[0]
             assert length == len(body) > 500_000
-            strip = re.compile(rb"clearly_exporter_scrape_duration_seconds [^\n]*")
-            assert strip.sub(b"", body) == strip.sub(b"", expected)
+            assert without_duration(body) == without_duration(expected)
     finally:
         server.stop()
+
+
+def test_concurrent_scrapes_each_get_their_own_body():
+    registry = busy_registry()
+    server = HttpServer("127.0.0.1", 0, registry, lambda: None)
+    server.start()
+    accepts = ["", "application/openmetrics-text; version=1.0.0"] * 3
+    try:
+        with ThreadPoolExecutor(len(accepts)) as pool:
+            answers = list(pool.map(lambda accept: fetch(server.port, accept), accepts))
+        for accept, (body, length) in zip(accepts, answers, strict=True):
+            assert length == len(body)
+            assert without_duration(body) == without_duration(generate(registry, accept)[0])
+    finally:
+        server.stop()
+
+
+def test_short_writes_go_on_where_they_stopped(monkeypatch):
+    """A write the kernel cut short (a signal) is carried on, never repeated or lost."""
+    real = os.writev
+
+    def short(fd: int, buffers: list) -> int:
+        return real(fd, [bytes(b"".join(bytes(b) for b in buffers)[:1000])])
+
+    monkeypatch.setattr(server_module.os, "writev", short)
+    chunks = [bytes([65 + i % 26]) * (37 * i + 1) for i in range(300)]
+    with open(os.memfd_create("test"), "w+b", buffering=0) as body:
+        assert write_all(body.fileno(), chunks) == sum(map(len, chunks))
+        body.seek(0)
+        assert body.read() == b"".join(chunks)
