@@ -6,7 +6,6 @@ the collector renders a snapshot at scrape time.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -60,7 +59,10 @@ class TaskMetrics:
         self.runtime: dict[tuple[str, str, str], Histogram] = {}
         self.queue_wait: dict[Key, Histogram] = {}
         self.prefetch_wait: dict[Key, Histogram] = {}
-        self._buckets: dict[tuple[str, str, str], OrderedDict[str, float]] = {}
+        #: Per in-progress series, its tasks since when, oldest first: plain dicts keep
+        #: insertion order, and are quicker than ``OrderedDict`` both to update and to ask
+        #: for their first key.
+        self._buckets: dict[tuple[str, str, str], dict[str, float]] = {}
         self._placed: dict[str, tuple[str, str, str]] = {}
 
     def label(self, name: str | None, queue: str | None) -> Key:
@@ -123,7 +125,7 @@ class TaskMetrics:
         if new is not None:
             bucket = self._buckets.get(new)
             if bucket is None:
-                bucket = self._buckets[new] = OrderedDict()
+                bucket = self._buckets[new] = {}
             bucket[uuid] = now
             self._placed[uuid] = new
 
@@ -134,16 +136,16 @@ class TaskMetrics:
             del self._buckets[old][uuid]
 
     def snapshot(self) -> TaskMetricsSnapshot:
-        in_progress = {}
-        for key, bucket in self._buckets.items():
-            # The first key, then its value: half the cost of the first of values().
-            oldest = bucket[next(iter(bucket))] if bucket else None
-            in_progress[key] = (len(bucket), oldest)
         return TaskMetricsSnapshot(
             tasks=dict(self.tasks),
             failures=dict(self.failures),
             runtime={k: h.copy() for k, h in self.runtime.items()},
             queue_wait={k: h.copy() for k, h in self.queue_wait.items()},
             prefetch_wait={k: h.copy() for k, h in self.prefetch_wait.items()},
-            in_progress=in_progress,
+            # 16,000 series at 1,000 names, every scrape: a comprehension, and the first
+            # key then its value (half the cost of the first of ``values()``).
+            in_progress={
+                key: (len(bucket), bucket[next(iter(bucket))] if bucket else None)
+                for key, bucket in self._buckets.items()
+            },
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate
+from typing import Any
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
@@ -66,6 +67,18 @@ class Verbatim(str):
         return str(self)
 
 
+class Block:
+    """A run of a family's series: its template, its lines as last rendered, and (for a
+    family rendered series by series) each series' lines."""
+
+    __slots__ = ("body", "parts", "template")
+
+    def __init__(self, template: Any) -> None:
+        self.template = template
+        self.body: bytes | None = None
+        self.parts: list[bytes] | None = None
+
+
 class SeriesCache:
     """A family's series as last rendered, in one format, in blocks: what a scrape reuses."""
 
@@ -74,12 +87,11 @@ class SeriesCache:
         #: The family's keys and values as last rendered, in the rows' order.
         self.keys: list[Key] = []
         self.values: list[object] = []
-        #: Per block of ``CachedFamily.block`` series: its template and its lines.
-        self.templates: list[bytes] = []
-        self.bodies: list[bytes | None] = []
+        #: One per ``CachedFamily.block`` series.
+        self.blocks: list[Block] = []
 
     def clear(self) -> None:
-        self.keys, self.values, self.templates, self.bodies = [], [], [], []
+        self.keys, self.values, self.blocks = [], [], []
 
 
 class CachedFamily:
@@ -128,21 +140,20 @@ class CachedFamily:
             if n > len(keys) or keys[:n] != cache.keys:
                 cache.clear()
                 n = 0
-            templates, bodies, last = cache.templates, cache.bodies, cache.values
+            blocks, last = cache.blocks, cache.values
             if n < len(keys):
                 first = n // size
-                del templates[first:], bodies[first:]
+                del blocks[first:]
                 for start in range(first * size, len(keys), size):
-                    templates.append(self._template(keys[start : start + size], openmetrics))
-                    bodies.append(None)
-            for i, start in enumerate(range(0, len(keys), size)):
+                    blocks.append(Block(self._template(keys[start : start + size], openmetrics)))
+            for block, start in zip(blocks, range(0, len(keys), size), strict=True):
                 now = values[start : start + size]
-                if bodies[i] is None or now != last[start : start + size]:
-                    bodies[i] = self._fill(
-                        templates[i], now, keys[start : start + size], openmetrics
-                    )
+                if block.body is None:
+                    self._fill(block, now, None, keys[start : start + size], openmetrics)
+                elif now != (before := last[start : start + size]):
+                    self._fill(block, now, before, keys[start : start + size], openmetrics)
             cache.keys, cache.values = keys, values
-            out.extend(bodies)  # type: ignore[arg-type]
+            out.extend(block.body for block in blocks)  # type: ignore[misc]
 
     def _header(self, openmetrics: bool) -> bytes:
         name, typ = self.name, self.type
@@ -156,10 +167,19 @@ class CachedFamily:
                 name, typ = name + "_info", "gauge"
         return f"# HELP {name} {doc}\n# TYPE {name} {typ}\n".encode()
 
-    def _template(self, keys: Sequence[Key], openmetrics: bool) -> bytes:
+    def _template(self, keys: Sequence[Key], openmetrics: bool) -> Any:
         raise NotImplementedError
 
-    def _fill(self, template: bytes, values: list, keys: Sequence[Key], openmetrics: bool) -> bytes:
+    def _fill(
+        self,
+        block: Block,
+        values: list,
+        before: list | None,
+        keys: Sequence[Key],
+        openmetrics: bool,
+    ) -> None:
+        """Render ``block.body`` for ``values``; ``before`` are the values it was last
+        rendered for, if it was."""
         raise NotImplementedError
 
 
@@ -176,14 +196,22 @@ class ScalarFamily(CachedFamily):
         lines = (f"{name}{{{self.labelset(key).replace('%', '%%')}}} %a\n" for key in keys)
         return "".join(lines).encode()
 
-    def _fill(self, template: bytes, values: list, keys: Sequence[Key], openmetrics: bool) -> bytes:
+    def _fill(
+        self,
+        block: Block,
+        values: list,
+        before: list | None,
+        keys: Sequence[Key],
+        openmetrics: bool,
+    ) -> None:
         """``%a`` writes ints and finite floats as ``repr``; anything else goes through
         ``number`` (an infinite or NaN value makes the sum one too)."""
         if all(map(PLAIN.__contains__, map(type, values))):
             total = sum(values)
             if total - total == 0:
-                return template % tuple(values)
-        return template % tuple(Verbatim(number(v)) for v in values)
+                block.body = block.template % tuple(values)
+                return
+        block.body = block.template % tuple(Verbatim(number(v)) for v in values)
 
     @property
     def samples(self) -> list[Sample]:
@@ -215,31 +243,42 @@ class HistogramFamily(CachedFamily):
         self.exemplars = exemplars
         self._les = [f'le="{b!r}"}} ' for b in map(float, bounds)] + ['le="+Inf"} ']
 
-    def _template(self, keys: Sequence[Key], openmetrics: bool) -> bytes:
+    def _template(self, keys: Sequence[Key], openmetrics: bool) -> list[bytes]:
         """Per series: a ``%d`` per cumulative bucket, one for the count, ``%a`` the sum.
 
-        None for lines with exemplars (see ``_lines``)."""
+        Empty for lines with exemplars (see ``_lines``)."""
         if openmetrics and self.exemplars:
-            return b""
+            return []
         name, out = self.name, []
         for key in keys:
             labels = self.labelset(key).replace("%", "%%")
             bucket = f"{name}_bucket{{{labels},"
-            out.extend(f"{bucket}{le}%d\n" for le in self._les)
-            out.append(f"{name}_count{{{labels}}} %d\n{name}_sum{{{labels}}} %a\n")
-        return "".join(out).encode()
+            lines = [f"{bucket}{le}%d\n" for le in self._les]
+            lines.append(f"{name}_count{{{labels}}} %d\n{name}_sum{{{labels}}} %a\n")
+            out.append("".join(lines).encode())
+        return out
 
-    def _fill(self, template: bytes, values: list, keys: Sequence[Key], openmetrics: bool) -> bytes:
+    def _fill(
+        self,
+        block: Block,
+        values: list,
+        before: list | None,
+        keys: Sequence[Key],
+        openmetrics: bool,
+    ) -> None:
+        """Only the series whose histogram changed are rendered again: under load a
+        scrape finds a few of a block's series changed, seldom all of them."""
         if openmetrics and self.exemplars:
-            return "".join(map(self._lines, keys, values)).encode()
-        args: list = []
-        extend, append = args.extend, args.append
-        for hist in values:
-            extend(accumulate(hist.counts))
-            append(args[-1])
-            total = hist.total
-            append(total if total < PLAIN_SUM else Verbatim(floatToGoString(total)))
-        return template % tuple(args)
+            block.body = "".join(map(self._lines, keys, values)).encode()
+            return
+        parts, templates = block.parts, block.template
+        if parts is None or before is None:
+            parts = block.parts = list(map(_series, templates, values))
+        else:
+            for i, (hist, old) in enumerate(zip(values, before, strict=True)):
+                if hist is not old:
+                    parts[i] = _series(templates[i], hist)
+        block.body = b"".join(parts)
 
     def _lines(self, key: Key, hist: Histogram) -> str:
         """A series' lines with its exemplars (OpenMetrics): seldom scraped, not templated."""
@@ -267,6 +306,15 @@ class HistogramFamily(CachedFamily):
             out.append(Sample(f"{self.name}_count", labels, hist.count))
             out.append(Sample(f"{self.name}_sum", labels, hist.total))
         return out
+
+
+def _series(template: bytes, hist: Histogram) -> bytes:
+    """One histogram series' lines: cumulative buckets, the count, the sum."""
+    args: list = list(accumulate(hist.counts))
+    args.append(args[-1])
+    total = hist.total
+    args.append(total if total < PLAIN_SUM else Verbatim(floatToGoString(total)))
+    return template % tuple(args)
 
 
 class _Collected:
