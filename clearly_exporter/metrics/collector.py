@@ -74,14 +74,15 @@ class EngineCollector(Collector):
     def collect(self) -> Iterator[Metric | CachedFamily]:
         started = time.perf_counter()
         now = self.clock()
-        snap = self.engine.snapshot(now)
         probe = self.probe
-        # Started now, the queue probe's round trips to the broker overlap the rendering.
-        probing = probe.start(sorted(set(self.watch_queues) | snap.queues)) if probe else None
-        # Rendered as they are yielded, the task and worker families hold the engine lock:
-        # the consumer waits on it instead of splitting the GIL with the scrape for seconds
-        # while a backlog drains.
+        # The task and worker families are rendered as they are yielded, holding the
+        # engine lock: the consumer waits on it instead of splitting the GIL with the
+        # scrape for seconds while a backlog drains.
         with self.engine.lock:
+            snap = self.engine.snapshot(now)
+            # Started now, the queue probe's round trips overlap the rendering.
+            queues = set(self.watch_queues) | snap.queues
+            probing = probe.start(sorted(queues)) if probe else None
             yield from self._tasks(snap, now)
             yield from self._workers(snap)
         if probe is not None and probing is not None:

@@ -243,12 +243,11 @@ class HistogramFamily(CachedFamily):
         self.exemplars = exemplars
         self._les = [f'le="{b!r}"}} ' for b in map(float, bounds)] + ['le="+Inf"} ']
 
-    def _template(self, keys: Sequence[Key], openmetrics: bool) -> list[bytes]:
-        """Per series: a ``%d`` per cumulative bucket, one for the count, ``%a`` the sum.
-
-        Empty for lines with exemplars (see ``_lines``)."""
+    def _template(self, keys: Sequence[Key], openmetrics: bool) -> tuple[bytes, list[bytes]]:
+        """The block's template and each series': a ``%d`` per cumulative bucket, one for
+        the count, ``%a`` for the sum. Empty for lines with exemplars (see ``_lines``)."""
         if openmetrics and self.exemplars:
-            return []
+            return b"", []
         name, out = self.name, []
         for key in keys:
             labels = self.labelset(key).replace("%", "%%")
@@ -256,7 +255,7 @@ class HistogramFamily(CachedFamily):
             lines = [f"{bucket}{le}%d\n" for le in self._les]
             lines.append(f"{name}_count{{{labels}}} %d\n{name}_sum{{{labels}}} %a\n")
             out.append("".join(lines).encode())
-        return out
+        return b"".join(out), out
 
     def _fill(
         self,
@@ -266,16 +265,33 @@ class HistogramFamily(CachedFamily):
         keys: Sequence[Key],
         openmetrics: bool,
     ) -> None:
-        """Only the series whose histogram changed are rendered again: under load a
-        scrape finds a few of a block's series changed, seldom all of them."""
+        """A block of which a few series changed (a steady load) renders only those, each
+        on its own; one with most changed (a backlog draining) is rendered at once, twice
+        as fast as series by series."""
         if openmetrics and self.exemplars:
             block.body = "".join(map(self._lines, keys, values)).encode()
             return
-        parts, templates = block.parts, block.template
-        if parts is None or before is None:
+        whole, templates = block.template
+        parts = block.parts
+        changed = (
+            len(values)
+            if before is None
+            else sum(1 for hist, old in zip(values, before, strict=True) if hist is not old)
+        )
+        if changed * 2 > len(values):
+            args: list = []
+            extend, append = args.extend, args.append
+            for hist in values:
+                extend(accumulate(hist.counts))
+                append(args[-1])
+                total = hist.total
+                append(total if total < PLAIN_SUM else Verbatim(floatToGoString(total)))
+            block.body, block.parts = whole % tuple(args), None
+            return
+        if parts is None:
             parts = block.parts = list(map(_series, templates, values))
         else:
-            for i, (hist, old) in enumerate(zip(values, before, strict=True)):
+            for i, (hist, old) in enumerate(zip(values, before, strict=True)):  # type: ignore[arg-type]
                 if hist is not old:
                     parts[i] = _series(templates[i], hist)
         block.body = b"".join(parts)
