@@ -3,9 +3,13 @@ and ``--no-api``; each on a real exporter child process. ``/metrics`` of many bl
 
 from __future__ import annotations
 
+import array
+import fcntl
 import json
 import os
 import re
+import socket
+import termios
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +18,7 @@ from urllib.request import Request, urlopen
 
 import bcrypt
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 
 from clearly_exporter import server as server_module
 from clearly_exporter.daemon import Daemon, Settings
@@ -230,3 +235,76 @@ def test_short_writes_go_on_where_they_stopped(monkeypatch):
         assert write_all(body.fileno(), chunks) == sum(map(len, chunks))
         body.seek(0)
         assert body.read() == b"".join(chunks)
+
+
+class Tagged:
+    """A collector whose every scrape names its series after the scrape: ``A``, ``B``..."""
+
+    def __init__(self) -> None:
+        self.scrapes = 0
+
+    def collect(self):
+        tag = "AB"[min(self.scrapes, 1)]
+        self.scrapes += 1
+        family = GaugeMetricFamily("x", "x", labels=["l"])
+        for i in range(20_000):
+            family.add_metric([f"{tag}{i:06d}"], 1)
+        yield family
+
+    def describe(self):
+        return []
+
+
+def request_bytes(port: int, *requests: str) -> bytes:
+    """Requests on one connection, the last one closing it."""
+    heads = [f"{r} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n" for r in requests]
+    heads[-1] += "Connection: close\r\n"
+    return "\r\n".join(heads).encode() + b"\r\n"
+
+
+def receive_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(1 << 20):
+        data += chunk
+    return data
+
+
+def test_a_slow_reader_gets_its_own_scrape_not_the_next_one():
+    """sendfile queues the file's pages on the socket: a body written over them would
+    reach a client that had not read yet."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Tagged())
+    server = HttpServer("127.0.0.1", 0, registry, lambda: None)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as slow:
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            slow.sendall(request_bytes(server.port, "GET /metrics"))
+            waiting = array.array("i", [0])
+
+            def queued() -> int:
+                fcntl.ioctl(slow, termios.FIONREAD, waiting)
+                return waiting[0]
+
+            wait_for(lambda: queued() > 370_000, 30, "the first scrape queued on its socket")
+            assert b'l="B' in fetch(server.port, "")[0]
+            first = receive_all(slow).split(b"\r\n\r\n", 1)[1]
+        assert first.count(b'l="A') == 20_000 and b'l="B' not in first
+    finally:
+        server.stop()
+
+
+def test_head_of_metrics_sends_no_body():
+    """A body after a HEAD answer would be read as the next response on the connection."""
+    registry = busy_registry(20)
+    server = HttpServer("127.0.0.1", 0, registry, lambda: None)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(request_bytes(server.port, "HEAD /metrics", "GET /healthz"))
+            answer = receive_all(sock)
+    finally:
+        server.stop()
+    head, rest = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length" in head
+    assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b"\r\n\r\nok\n")

@@ -6,9 +6,10 @@ down or slow never fails the scrape: the probe runs in its own thread with a
 deadline, and a failure omits the series and counts an error.
 
 While the exporter drains a backlog, the probe's round trips each wait for the GIL the
-consumer holds: a probe of a few queues then takes seconds. A scrape waits for a fresh
-measurement only ``fresh_wait``; past that it serves the previous one (at most
-``max_age`` old) and the probe finishes in the background.
+consumer holds: a probe of a few queues then takes seconds. A scrape starts the probe
+before it renders the other series and, once they are rendered, waits for it only
+``fresh_wait``; past that it serves the previous depths (at most ``max_age`` old) and the
+probe finishes in the background.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Probing(NamedTuple):
     running: Future | None
     started: float
     measuring: list[str]
+    #: Started by this scrape (not one under way for an earlier one).
+    own: bool
 
 
 class QueueProbe:
@@ -85,19 +88,22 @@ class QueueProbe:
         starts it before rendering, which then hides the broker's round trips."""
         names = sorted(queues)
         if not names:
-            return Probing(names, None, 0.0, names)
+            return Probing(names, None, 0.0, names, True)
         with self._lock:
-            if self._running is None or self._running.done():
+            own = self._running is None or self._running.done()
+            if own:
                 self._running = self._pool.submit(self._measure, names)
                 self._started, self._running_names = time.monotonic(), names
-            return Probing(names, self._running, self._started, self._running_names)
+            return Probing(names, self._running, self._started, self._running_names, own)
 
     def result(self, probing: Probing) -> list[QueueDepth] | None:
         """What ``probing`` measured, waiting for it at most ``fresh_wait`` when there are
         recent depths to serve instead (else up to ``timeout``); None when neither."""
-        names, running, started, measuring = probing
+        names, running, started, measuring, own = probing
         if running is None:
             return []
+        if own:  # its deadline counts from now: the scrape rendered meanwhile
+            started = time.monotonic()
         last = self._last
         if last is not None and (time.monotonic() - last[0] > self.max_age or last[1] != names):
             last = None

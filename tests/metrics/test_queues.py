@@ -203,3 +203,27 @@ def test_a_probe_started_before_rendering_is_the_one_served(broker: str, queue: 
         assert calls == [[queue]]
     finally:
         probe.close()
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_a_long_render_does_not_use_up_the_probe_deadline(broker: str, queue: str, monkeypatch):
+    """The probe starts before the render; its deadline counts from when the scrape asks
+    for it, so a render nearly as long as the deadline still gets the last depths."""
+    url, options = connection_config(broker)
+    probe = QueueProbe(url, options, None, timeout=0.5, fresh_wait=0.05)
+    declare, release = probe._declare, threading.Event()
+
+    def slow(queues: list[str]):
+        release.wait(10)
+        return declare(queues)
+
+    try:
+        assert [d.length for d in probe.depths([queue])] == [0]
+        monkeypatch.setattr(probe, "_declare", slow)
+        probing = probe.start([queue])
+        time.sleep(0.48)  # the render
+        assert [d.length for d in probe.result(probing)] == [0]
+        assert probe.errors == 0
+    finally:
+        release.set()
+        probe.close()
