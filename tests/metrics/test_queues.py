@@ -26,6 +26,17 @@ def backlog(broker: str, queue: str, n: int) -> None:
         app.send_task("demo.add", (i, i), queue=queue, priority=[0, 3, 6, 9][i % 4])
 
 
+def hold(probe: QueueProbe, release: threading.Event, monkeypatch) -> None:
+    """From now on the probe's broker work waits until ``release`` is set."""
+    declare = probe._declare
+
+    def slow(queues: list[str]):
+        release.wait(10)
+        return declare(queues)
+
+    monkeypatch.setattr(probe, "_declare", slow)
+
+
 def test_queue_length_counts_the_whole_backlog(broker: str, queue: str, tmp_path: Path, cleanup):
     exporter = Exporter(broker, tmp_path, ["--queue", queue])
     cleanup.append(exporter.start())
@@ -69,16 +80,11 @@ def test_probe_reports_empty_and_missing_queues_as_zero(broker: str):
 def test_a_slow_probe_serves_the_last_depths_then_gives_up(broker: str, queue: str, monkeypatch):
     url, options = connection_config(broker)
     probe = QueueProbe(url, options, None, timeout=1.0, fresh_wait=0.05)
-    measure, release = probe._declare, threading.Event()
-
-    def slow(queues: list[str]):
-        release.wait(10)
-        return measure(queues)
-
+    release = threading.Event()
     try:
         assert [d.length for d in probe.depths([queue])] == [0]
         backlog(broker, queue, 3)
-        monkeypatch.setattr(probe, "_declare", slow)
+        hold(probe, release, monkeypatch)
         started = time.monotonic()
         assert [d.length for d in probe.depths([queue])] == [0]  # the last, not waited for
         assert time.monotonic() - started < 0.5
@@ -211,15 +217,10 @@ def test_a_long_render_does_not_use_up_the_probe_deadline(broker: str, queue: st
     for it, so a render nearly as long as the deadline still gets the last depths."""
     url, options = connection_config(broker)
     probe = QueueProbe(url, options, None, timeout=0.5, fresh_wait=0.05)
-    declare, release = probe._declare, threading.Event()
-
-    def slow(queues: list[str]):
-        release.wait(10)
-        return declare(queues)
-
+    release = threading.Event()
     try:
         assert [d.length for d in probe.depths([queue])] == [0]
-        monkeypatch.setattr(probe, "_declare", slow)
+        hold(probe, release, monkeypatch)
         probing = probe.start([queue])
         time.sleep(0.48)  # the render
         assert [d.length for d in probe.result(probing)] == [0]
