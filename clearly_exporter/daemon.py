@@ -17,6 +17,7 @@ from clearly_exporter.engine import Engine, EngineConfig
 from clearly_exporter.gcpolicy import FreezingGc
 from clearly_exporter.metrics.collector import EngineCollector
 from clearly_exporter.metrics.queues import QueueProbe
+from clearly_exporter.metrics.renderer import RenderProcess
 from clearly_exporter.server import HttpServer
 from clearly_exporter.source import EventSource, SourceConfig, queue_lifetimes
 from clearly_exporter.traces.ids import trace_id_hex
@@ -84,6 +85,7 @@ class Daemon:
             self.engine, self.source.health, self.probe, settings.queues, tracing=self.tracing
         )
         self.registry.register(self.collector)
+        self.renderer = RenderProcess()
         self.hub: StreamHub | None = None
         api = None
         if settings.api:
@@ -97,6 +99,7 @@ class Daemon:
             self._problem,
             api=api,
             web_config=settings.web,
+            renderer=self.renderer,
         )
 
     def _problem(self) -> str | None:
@@ -106,6 +109,7 @@ class Daemon:
     def start(self) -> None:
         """Bind the server first (a port in use is a user error), then consume."""
         self.server.start()
+        self.renderer.start()
         if self.tracing is not None:
             self.tracing.start()
         self.source.start()
@@ -124,6 +128,7 @@ class Daemon:
         if self.tracing is not None:
             self.tracing.stop(STOP_DEADLINE / 2)
         self.server.stop(STOP_DEADLINE / 8)
+        self.renderer.stop(STOP_DEADLINE / 8)
         self.probe.close()
 
 

@@ -9,8 +9,6 @@ tells why it is unhealthy only to a caller who authenticated.
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +20,9 @@ from prometheus_client import CollectorRegistry
 from clearly_exporter import __version__
 from clearly_exporter.api.routes import Api, error
 from clearly_exporter.basicauth import BasicAuth, credentials
+from clearly_exporter.metrics.bodyfile import body_file, write_all
 from clearly_exporter.metrics.exposition import generate_chunks
+from clearly_exporter.metrics.renderer import RenderProcess
 from clearly_exporter.webconfig import WebConfig
 
 INDEX = """<!doctype html>
@@ -43,52 +43,23 @@ API_INDEX = """\
 <li><a href="api/stream">/api/stream</a> &mdash; live transitions (server-sent events)</li>
 """
 OPEN_PATHS = frozenset({"/healthz"})
-#: Chunks one ``writev`` takes at most.
-IOV_MAX = os.sysconf("SC_IOV_MAX")
 #: Set on a request to ``OPEN_PATHS``: whether it carried valid credentials.
 AUTHORIZED = "clearly_exporter.authorized"
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="clearly-exporter", charset="UTF-8"'}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _render(registry: CollectorRegistry, accept: str, body: BinaryIO) -> tuple[int, str]:
+def _render(
+    registry: CollectorRegistry, accept: str, body: BinaryIO, renderer: RenderProcess | None
+) -> tuple[int, str]:
     """A scrape written into the empty file ``body``; its size and content type."""
-    chunks, content_type = generate_chunks(registry, accept)
-    size = write_all(body.fileno(), chunks)
+    if renderer is not None:
+        size, content_type = renderer.scrape(registry, accept, body.fileno())
+    else:
+        chunks, content_type = generate_chunks(registry, accept)
+        size = write_all(body.fileno(), chunks)
     body.seek(0)  # asyncio's sendfile without native support (TLS) reads from here
     return size, content_type
-
-
-def write_all(fd: int, chunks: list[bytes]) -> int:
-    """Every chunk written at ``fd``'s position, ``IOV_MAX`` at a time; the bytes written.
-
-    One ``writev`` releases the GIL once for ~1,000 chunks, where writing them one by
-    one would wait for it again after each. A short write goes on from where it stopped.
-    """
-    pending: list[bytes | memoryview] = list(chunks)
-    first = written = 0
-    while first < len(pending):
-        batch = pending[first : first + IOV_MAX]
-        done = os.writev(fd, batch)
-        written += done
-        for chunk in batch:
-            if done < len(chunk):
-                pending[first] = memoryview(chunk)[done:]
-                break
-            done -= len(chunk)
-            first += 1
-    return written
-
-
-def body_file() -> BinaryIO:
-    """A new in-memory file for one scrape's body.
-
-    Never reused: ``sendfile`` queues the file's pages themselves on the socket, so a
-    body written over them would reach a client still reading the one before.
-    """
-    if hasattr(os, "memfd_create"):
-        return open(os.memfd_create("clearly-exporter-metrics"), "w+b", buffering=0)
-    return tempfile.TemporaryFile(buffering=0)
 
 
 class Guard:
@@ -139,10 +110,13 @@ class HttpServer:
         health: Callable[[], str | None],
         api: Api | None = None,
         web_config: WebConfig | None = None,
+        renderer: RenderProcess | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.registry = registry
+        #: Renders the engine's families in a process of its own; None: in this one.
+        self.renderer = renderer
         self.health = health
         web_config = web_config or WebConfig()
         self.tls = web_config.tls
@@ -207,7 +181,7 @@ class HttpServer:
         """
         accept = request.headers.get("Accept", "")
         body = body_file()
-        render = self._scrapes.submit(_render, self.registry, accept, body)
+        render = self._scrapes.submit(_render, self.registry, accept, body, self.renderer)
         try:
             size, content_type = await asyncio.wrap_future(render)
             response = web.StreamResponse(headers={"Content-Type": content_type})

@@ -6,7 +6,6 @@ from __future__ import annotations
 import array
 import fcntl
 import json
-import os
 import re
 import socket
 import termios
@@ -17,15 +16,17 @@ from pathlib import Path
 from urllib.request import Request, urlopen
 
 import bcrypt
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
-from clearly_exporter import server as server_module
 from clearly_exporter.daemon import Daemon, Settings
 from clearly_exporter.engine import Engine
+from clearly_exporter.metrics import bodyfile
 from clearly_exporter.metrics.collector import EngineCollector
 from clearly_exporter.metrics.exposition import generate
-from clearly_exporter.server import HttpServer, write_all
+from clearly_exporter.metrics.renderer import RenderProcess
+from clearly_exporter.server import HttpServer
 from clearly_exporter.source import BrokerHealth
 from tests.cluster import api_get, publish
 from tests.engine.events import T0, received, sent, started, succeeded
@@ -190,12 +191,21 @@ def without_duration(body: bytes) -> bytes:
     return re.sub(rb"clearly_exporter_scrape_duration_seconds [^\n]*", b"", body)
 
 
-def test_metrics_rendered_in_blocks_arrive_whole(monkeypatch):
-    """Hundreds of blocks, written a few at a time into a kept file, then sent from it:
-    each body and its length are its scrape's, also when a kept file held a longer one."""
-    monkeypatch.setattr(server_module, "IOV_MAX", 7)
+@pytest.fixture(params=["here", "render process"])
+def renderer(request):
+    """Scrapes rendered in the server's process, or (as the daemon does) in another."""
+    process = RenderProcess() if request.param == "render process" else None
+    yield process
+    if process is not None:
+        process.stop()
+
+
+def test_metrics_rendered_in_blocks_arrive_whole(monkeypatch, renderer):
+    """Hundreds of blocks, written a few at a time into a file, then sent from it: each
+    body and its length are its scrape's."""
+    monkeypatch.setattr(bodyfile, "IOV_MAX", 7)
     registry = busy_registry()
-    server = HttpServer("127.0.0.1", 0, registry, lambda: None)
+    server = HttpServer("127.0.0.1", 0, registry, lambda: None, renderer=renderer)
     server.start()
     try:
         for accept in ("application/openmetrics-text; version=1.0.0", "", ""):
@@ -207,9 +217,9 @@ def test_metrics_rendered_in_blocks_arrive_whole(monkeypatch):
         server.stop()
 
 
-def test_concurrent_scrapes_each_get_their_own_body():
+def test_concurrent_scrapes_each_get_their_own_body(renderer):
     registry = busy_registry()
-    server = HttpServer("127.0.0.1", 0, registry, lambda: None)
+    server = HttpServer("127.0.0.1", 0, registry, lambda: None, renderer=renderer)
     server.start()
     accepts = ["", "application/openmetrics-text; version=1.0.0"] * 3
     try:
@@ -220,21 +230,6 @@ def test_concurrent_scrapes_each_get_their_own_body():
             assert without_duration(body) == without_duration(generate(registry, accept)[0])
     finally:
         server.stop()
-
-
-def test_short_writes_go_on_where_they_stopped(monkeypatch):
-    """A write the kernel cut short (a signal) is carried on, never repeated or lost."""
-    real = os.writev
-
-    def short(fd: int, buffers: list) -> int:
-        return real(fd, [bytes(b"".join(bytes(b) for b in buffers)[:1000])])
-
-    monkeypatch.setattr(server_module.os, "writev", short)
-    chunks = [bytes([65 + i % 26]) * (37 * i + 1) for i in range(300)]
-    with open(os.memfd_create("test"), "w+b", buffering=0) as body:
-        assert write_all(body.fileno(), chunks) == sum(map(len, chunks))
-        body.seek(0)
-        assert body.read() == b"".join(chunks)
 
 
 class Tagged:

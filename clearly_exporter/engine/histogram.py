@@ -77,3 +77,14 @@ class Histogram:
     @property
     def count(self) -> int:
         return sum(self.counts)
+
+
+def frozen(
+    bounds: tuple[float, ...], counts: list[int], total: float, exemplars: list | None
+) -> Histogram:
+    """A read-only histogram of these values, like ``Histogram.copy``'s: how the render
+    process gets the ones that changed (a tuple of its values pickles ~5x as fast)."""
+    hist = _new(Histogram)
+    hist.bounds, hist.counts, hist.total, hist.exemplars = bounds, counts, total, exemplars
+    hist._copy = None
+    return hist

@@ -22,9 +22,9 @@ from clearly_exporter.engine import Engine, Snapshot
 from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histogram
 from clearly_exporter.metrics.exposition import (
     CachedFamily,
+    Caches,
     HistogramFamily,
     ScalarFamily,
-    SeriesCache,
 )
 from clearly_exporter.metrics.queues import Probing, QueueProbe
 from clearly_exporter.source import BrokerHealth
@@ -65,7 +65,7 @@ class EngineCollector(Collector):
         self.clock = clock
         self.last_duration = 0.0
         #: Per family, its series as last rendered: what a scrape reuses.
-        self._rendered: dict[str, SeriesCache] = {}
+        self._rendered = Caches()
 
     def describe(self) -> list[Metric]:
         """Nothing up front: a describe would run a full collect at registration."""
@@ -75,9 +75,10 @@ class EngineCollector(Collector):
         started = time.perf_counter()
         now = self.clock()
         probe = self.probe
-        # The task and worker families are rendered as they are yielded, holding the
-        # engine lock: the consumer waits on it instead of splitting the GIL with the
-        # scrape for seconds while a backlog drains.
+        # The task and worker families are yielded holding the engine lock: rendered in
+        # this process, they are rendered then, and the consumer waits on the lock instead
+        # of splitting the GIL with the scrape for seconds while a backlog drains. The
+        # render process gets them after, when the lock is free again.
         with self.engine.lock:
             snap = self.engine.snapshot(now)
             # Started now, the queue probe's round trips overlap the rendering.
@@ -85,29 +86,23 @@ class EngineCollector(Collector):
             probing = probe.start(sorted(queues)) if probe else None
             yield from self._tasks(snap, now)
             yield from self._workers(snap)
-        if probe is not None and probing is not None:
-            yield from self._queues(probe, probing)
         yield from self._exporter(snap)
         yield from self._tracing()
+        # Last: the families before are rendered while the probe finishes.
+        if probe is not None and probing is not None:
+            yield from self._queues(probe, probing)
         self.last_duration = time.perf_counter() - started
 
     def _family(
         self, name: str, doc: str, typ: str, labels: tuple[str, ...], rows: dict
     ) -> ScalarFamily:
-        return ScalarFamily(name, doc, typ, labels, rows, self._caches(name))
+        return ScalarFamily(name, doc, typ, labels, rows, self._rendered.of(name))
 
     def _histogram_family(
         self, name: str, doc: str, labels: tuple[str, ...], rows: dict, exemplars: bool = False
     ) -> HistogramFamily:
-        caches = self._caches(name, exemplars)
+        caches = self._rendered.of(name, exemplars)
         return HistogramFamily(name, doc, labels, rows, caches, DURATION_BUCKETS, exemplars)
-
-    def _caches(self, name: str, by_format: bool = False) -> tuple[SeriesCache, SeriesCache]:
-        """The family's rendered series, one cache for both formats unless they differ."""
-        text = self._rendered.setdefault(name, SeriesCache())
-        if not by_format:
-            return text, text
-        return text, self._rendered.setdefault(name + " openmetrics", SeriesCache())
 
     def _tasks(self, snap: Snapshot, now: float) -> Iterator[CachedFamily]:
         t = snap.tasks

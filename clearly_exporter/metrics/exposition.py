@@ -81,6 +81,11 @@ class Block:
         self.parts: list[bytes] | None = None
 
 
+#: A family without its rows: kind, name, documentation, type, labels, histogram bounds
+#: and whether it has exemplars.
+Spec = tuple[str, str, str, str, tuple[str, ...], tuple[float, ...], bool]
+
+
 class SeriesCache:
     """A family's series as last rendered, in one format, in blocks: what a scrape reuses."""
 
@@ -94,6 +99,21 @@ class SeriesCache:
 
     def clear(self) -> None:
         self.keys, self.values, self.blocks = [], [], []
+
+
+class Caches:
+    """Every family's rendered series, kept from one scrape to the next."""
+
+    def __init__(self) -> None:
+        self._caches: dict[str, SeriesCache] = {}
+
+    def of(self, name: str, by_format: bool = False) -> tuple[SeriesCache, SeriesCache]:
+        """The family's (text, OpenMetrics) caches: one for both unless their lines
+        differ (exemplars)."""
+        text = self._caches.setdefault(name, SeriesCache())
+        if not by_format:
+            return text, text
+        return text, self._caches.setdefault(name + " openmetrics", SeriesCache())
 
 
 class CachedFamily:
@@ -127,16 +147,28 @@ class CachedFamily:
     def labelset(self, key: Key) -> str:
         return ",".join(f'{n}="{escape(v)}"' for n, v in zip(self.labels, key, strict=True))
 
+    @property
+    def spec(self) -> Spec:
+        """What ``build`` makes this family again from, without its rows and caches."""
+        return ("scalar", self.name, self.documentation, self.type, self.labels, (), False)
+
     def render(self, out: list[bytes], openmetrics: bool) -> None:
-        """Append the family's header and its blocks to ``out``.
+        """Append the family's header and its blocks to ``out``."""
+        self.render_series(out, openmetrics, list(self.rows), list(self.rows.values()))
+
+    def render_series(
+        self, out: list[bytes], openmetrics: bool, keys: list[Key], values: list
+    ) -> None:
+        """Append the header and the blocks of these series (the rows, in order) to ``out``.
 
         The engine's tables only ever append, so a snapshot's keys are the last one's, in
         the same order, then new ones: only the last block's template and new blocks' are
-        built. Otherwise (workers come and go) every block is built again.
+        built. Otherwise (workers come and go) every block is built again. The cache keeps
+        ``values`` itself: a caller must not change the list afterwards.
         """
         out.append(self._header(openmetrics))
         cache = self.caches[openmetrics]
-        keys, values, size = list(self.rows), list(self.rows.values()), self.block
+        size = self.block
         with cache.lock:
             n = len(cache.keys)
             if n > len(keys) or keys[:n] != cache.keys:
@@ -242,8 +274,21 @@ class HistogramFamily(CachedFamily):
         exemplars: bool = False,
     ) -> None:
         super().__init__(name, documentation, "histogram", labels, rows, caches)
+        self.bounds = bounds
         self.exemplars = exemplars
         self._les = [f'le="{b!r}"}} ' for b in map(float, bounds)] + ['le="+Inf"} ']
+
+    @property
+    def spec(self) -> Spec:
+        return (
+            "histogram",
+            self.name,
+            self.documentation,
+            self.type,
+            self.labels,
+            self.bounds,
+            self.exemplars,
+        )
 
     def _template(self, keys: Sequence[Key], openmetrics: bool) -> tuple[bytes, list[bytes]]:
         """The block's template and each series': a ``%d`` per cumulative bucket, one for
@@ -326,6 +371,15 @@ class HistogramFamily(CachedFamily):
         return out
 
 
+def build(spec: Spec, caches: Caches) -> CachedFamily:
+    """A family made again from its ``spec``, without rows, rendering through ``caches``."""
+    kind, name, documentation, typ, labels, bounds, exemplars = spec
+    if kind == "histogram":
+        by_format = caches.of(name, exemplars)
+        return HistogramFamily(name, documentation, labels, {}, by_format, bounds, exemplars)
+    return ScalarFamily(name, documentation, typ, labels, {}, caches.of(name))
+
+
 def _series(template: bytes, hist: Histogram) -> bytes:
     """One histogram series' lines: cumulative buckets, the count, the sum."""
     args: list = list(accumulate(hist.counts))
@@ -335,7 +389,7 @@ def _series(template: bytes, hist: Histogram) -> bytes:
     return template % tuple(args)
 
 
-class _Collected:
+class Collected:
     """Families already collected, in the shape prometheus_client's encoders read."""
 
     def __init__(self, metrics: Iterable[Metric]) -> None:
@@ -374,5 +428,5 @@ def generate_chunks(registry: Collector, accept: str) -> tuple[list[bytes], str]
         close = getattr(collected, "close", None)
         if close is not None:
             close()
-    out.append(encoder(_Collected(rest)))  # type: ignore[arg-type]
+    out.append(encoder(Collected(rest)))  # type: ignore[arg-type]
     return out, content_type
