@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
@@ -81,9 +81,16 @@ class Block:
         self.parts: list[bytes] | None = None
 
 
-#: A family without its rows: kind, name, documentation, type, labels, histogram bounds
-#: and whether it has exemplars.
-Spec = tuple[str, str, str, str, tuple[str, ...], tuple[float, ...], bool]
+class Spec(NamedTuple):
+    """A family without its rows and caches: what ``build`` makes it again from."""
+
+    histogram: bool
+    name: str
+    documentation: str
+    type: str
+    labels: tuple[str, ...]
+    bounds: tuple[float, ...] = ()
+    exemplars: bool = False
 
 
 class SeriesCache:
@@ -149,8 +156,7 @@ class CachedFamily:
 
     @property
     def spec(self) -> Spec:
-        """What ``build`` makes this family again from, without its rows and caches."""
-        return ("scalar", self.name, self.documentation, self.type, self.labels, (), False)
+        return Spec(False, self.name, self.documentation, self.type, self.labels)
 
     def render(self, out: list[bytes], openmetrics: bool) -> None:
         """Append the family's header and its blocks to ``out``."""
@@ -280,14 +286,8 @@ class HistogramFamily(CachedFamily):
 
     @property
     def spec(self) -> Spec:
-        return (
-            "histogram",
-            self.name,
-            self.documentation,
-            self.type,
-            self.labels,
-            self.bounds,
-            self.exemplars,
+        return Spec(
+            True, self.name, self.documentation, self.type, self.labels, self.bounds, self.exemplars
         )
 
     def _template(self, keys: Sequence[Key], openmetrics: bool) -> tuple[bytes, list[bytes]]:
@@ -373,8 +373,8 @@ class HistogramFamily(CachedFamily):
 
 def build(spec: Spec, caches: Caches) -> CachedFamily:
     """A family made again from its ``spec``, without rows, rendering through ``caches``."""
-    kind, name, documentation, typ, labels, bounds, exemplars = spec
-    if kind == "histogram":
+    histogram, name, documentation, typ, labels, bounds, exemplars = spec
+    if histogram:
         by_format = caches.of(name, exemplars)
         return HistogramFamily(name, documentation, labels, {}, by_format, bounds, exemplars)
     return ScalarFamily(name, documentation, typ, labels, {}, caches.of(name))

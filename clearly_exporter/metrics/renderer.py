@@ -1,15 +1,15 @@
 """The engine's families on ``/metrics``, rendered in a process of their own.
 
 At 1,000 task names a scrape is 370,000 samples, 40 MB: rendering the series that
-changed takes 50–140 ms of the GIL the event consumer needs, a tenth or more of the
+changed took 50–140 ms of the GIL the event consumer needs, a tenth or more of the
 ingest rate at a scrape a second. So the exporter sends a render process only what
-changed since the scrape before (series appended, values changed, by position); the
-process keeps every series and its rendered blocks, and writes the families into the
-scrape's body file, whose descriptor comes with the request. Its own GIL runs on the
-other core while the consumer goes on.
+changed since the scrape before (``delta``); the process keeps every series and its
+rendered blocks, and writes the families into the scrape's body file, whose descriptor
+comes with the request. Its own GIL runs on the other core while the consumer goes on.
 
-A render process that fails or dies is replaced at the next scrape; the scrape it failed
-is rendered in the exporter's process, as without one.
+A render process that fails, hangs or dies is given up on, and that scrape rendered in
+the exporter's process, as without one; a new process is started after ``RETRY_AFTER``,
+doubling while new ones keep failing.
 """
 
 from __future__ import annotations
@@ -20,41 +20,31 @@ import logging
 import mmap
 import os
 import pickle
-import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
-from itertools import compress, count
-from operator import is_not
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from clearly_exporter.engine.histogram import frozen
+import clearly_exporter
 from clearly_exporter.metrics.bodyfile import body_file, write_all
+from clearly_exporter.metrics.delta import Sent, Series, Update, update
 from clearly_exporter.metrics.exposition import (
     OPENMETRICS,
     CachedFamily,
-    Caches,
     Collected,
-    HistogramFamily,
-    Key,
-    Spec,
-    build,
     generate_chunks,
 )
 
 log = logging.getLogger(__name__)
 
-#: A family's change since the last scrape: its spec, whether its series start over
-#: (keys no longer a continuation of the ones sent), keys appended, (position, value)
-#: of values that changed or are new.
-Update = tuple[Spec, bool, list[Key], list[tuple[int, object]]]
-#: Series compared at once before looking for the ones that changed, one by one.
-STRIDE = 512
 #: Request: the payload's length; the body file's descriptor and the payload's file ride
 #: along. Reply: ok, length (of the body when ok, of an error message when not).
 REQUEST = struct.Struct("!Q")
@@ -62,67 +52,17 @@ REPLY = struct.Struct("!?Q")
 #: How long a render may take before its process is given up on: Prometheus's default
 #: scrape timeout, after which nobody waits for the answer.
 RENDER_TIMEOUT = 10.0
+#: After a failure, scrapes are rendered here this long before a new process is tried;
+#: doubling up to ``RETRY_MAX`` while new ones fail too.
+RETRY_AFTER = 5.0
+RETRY_MAX = 300.0
+#: Where the package comes from: the process imports the exporter's own code from there,
+#: whatever the working directory holds.
+PACKAGE_ROOT = Path(clearly_exporter.__file__).resolve().parent.parent
 
 
 class RenderError(Exception):
     """The render process failed or is gone."""
-
-
-def changes(
-    keys: list[Key], values: list, before: tuple[list[Key], list] | None
-) -> tuple[bool, list[Key], list[tuple[int, object]]]:
-    """What turns ``before`` (keys and values as sent last) into these series."""
-    if before is None or len(before[0]) > len(keys) or keys[: len(before[0])] != before[0]:
-        return True, keys, list(enumerate(values))
-    old_keys, old = before
-    n = len(old_keys)
-    changed: list[tuple[int, object]] = []
-    for start in range(0, n, STRIDE):
-        now, then = values[start : start + STRIDE], old[start : start + STRIDE]
-        if now != then:
-            # By identity: a value the engine did not touch is the same object (a copy
-            # of an unchanged histogram too), and an equal one sent again does no harm.
-            changed.extend(compress(zip(count(start), now), map(is_not, now, then)))
-    changed.extend(enumerate(values[n:], n))
-    return False, keys[n:], changed
-
-
-def update(family: CachedFamily, sent: dict[str, tuple[list[Key], list]]) -> Update:
-    """The family's change since ``sent`` (per family, its keys and values as sent last),
-    which then holds the family as it is now."""
-    keys, values = list(family.rows), list(family.rows.values())
-    restart, new, changed = changes(keys, values, sent.get(family.name))
-    sent[family.name] = (keys, values)
-    if isinstance(family, HistogramFamily):
-        changed = [(i, (h.counts, h.total, h.exemplars)) for i, h in changed]
-    return family.spec, restart, new, changed
-
-
-class Series:
-    """The render process's copy of every family's series, and their rendered blocks."""
-
-    def __init__(self) -> None:
-        self.caches = Caches()
-        self._series: dict[str, tuple[list[Key], list]] = {}
-
-    def render(self, updates: list[Update], openmetrics: bool) -> list[bytes]:
-        out: list[bytes] = []
-        for spec, restart, keys, changed in updates:
-            name = spec[1]
-            old_keys, old = ([], []) if restart else self._series.get(name, ([], []))
-            # New lists: the family's cache keeps the ones it rendered, to compare with.
-            values = old + [None] * len(keys)
-            if spec[0] == "histogram":
-                bounds = spec[5]
-                for i, (counts, total, exemplars) in changed:
-                    values[i] = frozen(bounds, counts, total, exemplars)
-            else:
-                for i, value in changed:
-                    values[i] = value
-            keys = old_keys + keys if keys else old_keys
-            self._series[name] = (keys, values)
-            build(spec, self.caches).render_series(out, openmetrics, keys, values)
-        return out
 
 
 class RenderProcess:
@@ -132,40 +72,74 @@ class RenderProcess:
     any failure both start over.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._socket: socket.socket | None = None
         #: Per family, the keys and values the process holds.
-        self._sent: dict[str, tuple[list[Key], list]] = {}
+        self._sent: Sent = {}
         self.failures = 0
         self._stopped = False
         #: A request was sent and its answer not read yet.
         self._waiting = False
-
-    def start(self) -> None:
-        """Start the process now rather than at the first scrape; its imports run while
-        the exporter goes on."""
-        with self._lock:
-            if self._socket is None and not self._stopped:
-                self._start()
-
-    def _start(self) -> None:
-        ours, theirs = socket.socketpair()
-        with theirs:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-            )
-        ours.settimeout(RENDER_TIMEOUT)
-        self._socket = ours
-        self._sent.clear()
+        self._retry_at = 0.0
+        self._backoff = RETRY_AFTER
 
     @property
     def pid(self) -> int | None:
         """The render process's, while there is one."""
         return None if self._process is None else self._process.pid
+
+    def start(self) -> None:
+        """Start the process now rather than at the first scrape; its imports run while
+        the exporter goes on. Without one, scrapes are rendered here."""
+        with self._lock:
+            self._ensure()
+
+    def _ensure(self) -> bool:
+        """A process to render with, started if it is time to; False if there is none."""
+        if self._socket is None and not self._stopped and self.clock() >= self._retry_at:
+            try:
+                self._start()
+            except OSError as exc:
+                self._failed(f"cannot start it: {exc}")
+        return self._socket is not None
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            try:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", __name__, str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    cwd=PACKAGE_ROOT,
+                    # Ctrl-C and SIGTERM to the exporter's group are not for it: it exits
+                    # when the exporter closes the connection, or dies.
+                    start_new_session=True,
+                )
+            except OSError:
+                ours.close()
+                raise
+        ours.settimeout(RENDER_TIMEOUT)
+        self._socket = ours
+        self._sent.clear()
+
+    def _failed(self, why: object) -> None:
+        self._end(0.0)
+        if self._stopped:
+            return  # stopped under a scrape: no failure of its own
+        self.failures += 1
+        self._retry_at = self.clock() + self._backoff
+        log.warning(
+            "the render process failed (%s; %d so far): scrapes are rendered in the "
+            "exporter for %.0f s",
+            why,
+            self.failures,
+            self._backoff,
+        )
+        self._backoff = min(self._backoff * 2, RETRY_MAX)
 
     def stop(self, timeout: float = 2.0) -> None:
         """End the connection (the process exits on it) and wait for the process; a
@@ -175,8 +149,13 @@ class RenderProcess:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        with self._lock:
-            self._end(timeout)
+        if self._lock.acquire(timeout=timeout):
+            try:
+                self._end(timeout)
+            finally:
+                self._lock.release()
+        elif (process := self._process) is not None:
+            process.kill()  # the scrape holding the lock reaps it
 
     def _end(self, timeout: float) -> None:
         self._waiting = False
@@ -195,21 +174,14 @@ class RenderProcess:
         """The scrape written at the start of ``fd``; its size and content type."""
         with self._lock:
             try:
-                if self._socket is None and not self._stopped:
-                    self._start()
-                if self._socket is not None:
-                    return self._scrape(registry, accept, fd)
-            except (RenderError, OSError, pickle.PicklingError) as exc:
-                self.failures += 1
-                log.warning(
-                    "the render process failed (%s, %d so far); rendering here instead",
-                    exc,
-                    self.failures,
-                )
-                self._end(0.0)
+                if self._ensure():
+                    result = self._scrape(registry, accept, fd)
+                    self._backoff = RETRY_AFTER
+                    return result
+            except (RenderError, OSError) as exc:
+                self._failed(exc)
             except BaseException:
-                if self._waiting:  # its answer would be read as the next scrape's
-                    self._end(0.0)
+                self._end(0.0)  # it may not hold what was sent: start over
                 raise
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
@@ -226,6 +198,8 @@ class RenderProcess:
         try:
             for metric in collected:
                 if isinstance(metric, CachedFamily):
+                    if sent:
+                        raise RenderError(f"{metric.name} came after the request was sent")
                     # Found while the collector holds the engine lock: the consumer waits
                     # rather than taking turns at the GIL with this for twice as long.
                     updates.append(update(metric, self._sent))
@@ -245,7 +219,10 @@ class RenderProcess:
         return size + write_all(fd, [encoder(Collected(rest))]), content_type  # type: ignore[arg-type]
 
     def _send(self, updates: list[Update], openmetrics: bool, fd: int) -> None:
-        payload = pickle.dumps((openmetrics, updates), pickle.HIGHEST_PROTOCOL)
+        try:
+            payload = pickle.dumps((openmetrics, updates), pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # TypeError, PicklingError, RecursionError...
+            raise RenderError(f"cannot send the series: {exc!r}") from exc
         assert self._socket is not None
         self._waiting = True
         # In a file, written and passed at once: through the socket, it would go a few
@@ -303,10 +280,6 @@ def serve(sock: socket.socket) -> None:
 
 def main() -> None:
     """Entry of ``python -m clearly_exporter.metrics.renderer <socket fd>``."""
-    # Ctrl-C and SIGTERM reach the whole process group: the exporter stops, and this
-    # process with it when the connection closes.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=int(sys.argv[1]))
     with sock, contextlib.suppress(RenderError, ConnectionError):
         serve(sock)

@@ -7,17 +7,12 @@ import os
 import signal
 
 import pytest
+from prometheus_client.core import GaugeMetricFamily
 
 from clearly_exporter.metrics import renderer as renderer_module
 from clearly_exporter.metrics.bodyfile import body_file
-from clearly_exporter.metrics.exposition import (
-    CachedFamily,
-    HistogramFamily,
-    ScalarFamily,
-    generate,
-    generate_chunks,
-)
-from clearly_exporter.metrics.renderer import RenderProcess, Series, changes, update
+from clearly_exporter.metrics.exposition import Caches, ScalarFamily, generate, generate_chunks
+from clearly_exporter.metrics.renderer import RenderProcess
 from tests.engine.events import worker_event
 from tests.metrics.test_exposition import OPENMETRICS, SCRAPE_DURATION, Cluster, busy_cluster
 from tests.support import wait_for
@@ -57,9 +52,24 @@ def steps(cluster: Cluster):
         yield
 
 
+class Clock:
+    """Monotonic seconds the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
-def renderer():
-    process = RenderProcess()
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def renderer(clock):
+    process = RenderProcess(clock)
     yield process
     process.stop()
 
@@ -76,46 +86,44 @@ def test_the_render_process_writes_what_this_process_renders(renderer):
     assert pid is not None and pid != os.getpid()
 
 
-def test_changes_alone_keep_every_block_right(monkeypatch):
-    """Sent as changes over several strides, rendered in blocks of a few series."""
-    monkeypatch.setattr(renderer_module, "STRIDE", 2)
-    monkeypatch.setattr(CachedFamily, "block", 2)
-    monkeypatch.setattr(HistogramFamily, "block", 3)
-    cluster = busy_cluster()
-    series, sent = Series(), {}
-    for n, _ in enumerate(steps(cluster)):
-        openmetrics = n % 2 == 1
-        updates, ours = [], []
-        for metric in cluster.registry.collect():
-            if isinstance(metric, CachedFamily):
-                updates.append(update(metric, sent))
-                metric.render(ours, openmetrics)
-        assert series.render(updates, openmetrics) == ours
-
-
-def test_only_what_changed_is_sent():
-    keys = [("a",), ("b",), ("c",)]
-    assert changes(keys, [1, 2, 3], None) == (True, keys, [(0, 1), (1, 2), (2, 3)])
-    before = (keys, [1, 2, 3])
-    assert changes(keys, [1, 2, 3], before) == (False, [], [])
-    assert changes([*keys, ("d",)], [1, 5, 3, 4], before) == (False, [("d",)], [(1, 5), (3, 4)])
-    assert changes(keys[::-1], [3, 2, 1], before)[0], "keys in another order start over"
-    assert changes(keys[:2], [1, 2], before)[0], "keys gone start over"
-
-
-def test_a_dead_render_process_is_replaced_and_no_scrape_is_lost(renderer):
+def test_a_dead_render_process_is_replaced_and_no_scrape_is_lost(renderer, clock):
     cluster = busy_cluster()
     scrape(renderer, cluster, "")
     first = renderer.pid
     assert first is not None
     os.kill(first, signal.SIGKILL)
-    cluster.task("f")
-    assert lines(scrape(renderer, cluster, "")) == lines(generate(cluster.registry, "")[0])
-    assert renderer.failures == 1
-    cluster.task("g")
+    for name in "fg":
+        cluster.task(name)
+        assert lines(scrape(renderer, cluster, "")) == lines(generate(cluster.registry, "")[0])
+        assert renderer.failures == 1 and renderer.pid is None, "rendered here for a while"
+    clock.now += renderer_module.RETRY_AFTER
+    cluster.task("h")
     assert lines(scrape(renderer, cluster, "")) == lines(generate(cluster.registry, "")[0])
     assert renderer.pid not in (None, first)
     assert renderer.failures == 1
+
+
+def test_while_new_processes_keep_failing_they_are_tried_less_often(renderer, clock, caplog):
+    spec = ScalarFamily.spec.fget
+    broken = property(lambda f: spec(f)._replace(labels=("x",)))
+    cluster = busy_cluster()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ScalarFamily, "spec", broken)
+        for backoff in (5, 10, 20, 40):
+            scrape(renderer, cluster, "")  # a new process, which fails
+            clock.now += backoff - 0.1
+            scrape(renderer, cluster, "")  # none: rendered here
+            clock.now += 0.1
+    assert renderer.failures == 4
+    assert "scrapes are rendered in the exporter for 40 s" in caplog.text
+
+
+def test_an_exporter_that_cannot_start_it_renders_every_scrape_itself(renderer, monkeypatch):
+    monkeypatch.setattr(renderer_module.sys, "executable", "/nonexistent/python")
+    renderer.start()
+    cluster = busy_cluster()
+    assert lines(scrape(renderer, cluster, "")) == lines(generate(cluster.registry, "")[0])
+    assert renderer.pid is None and renderer.failures == 1
 
 
 def test_after_stop_the_process_is_gone_and_scrapes_render_here(renderer):
@@ -133,11 +141,11 @@ def test_a_render_error_is_reported_and_the_scrape_rendered_here(renderer, monke
     """Whatever the process cannot render, the exporter renders itself."""
     cluster = busy_cluster()
     spec = ScalarFamily.spec.fget
-    monkeypatch.setattr(ScalarFamily, "spec", property(lambda f: (*spec(f)[:4], ("x",), (), False)))
+    monkeypatch.setattr(ScalarFamily, "spec", property(lambda f: spec(f)._replace(labels=("x",))))
     body = scrape(renderer, cluster, "")
     assert lines(body) == lines(b"".join(generate_chunks(cluster.registry, "")[0]))
     assert renderer.failures == 1
-    assert "rendering here instead" in caplog.text and "ValueError" in caplog.text
+    assert "rendered in the exporter" in caplog.text and "ValueError" in caplog.text
 
 
 def test_a_render_process_that_hangs_is_given_up_on(renderer, monkeypatch):
@@ -154,3 +162,57 @@ def test_a_render_process_that_hangs_is_given_up_on(renderer, monkeypatch):
     finally:
         if os.path.exists(f"/proc/{stuck}"):
             os.kill(stuck, signal.SIGKILL)
+
+
+class Families:
+    """A cached family then a plain one, as the engine's collector yields them; or the
+    other way round; or a failure after the cached one."""
+
+    def __init__(self) -> None:
+        self.rows = {("a",): 1, ("b",): 2}
+        self.caches = Caches()
+        self.plain_first = False
+        self.fail = False
+
+    def collect(self):
+        cached = ScalarFamily("c", "doc", "gauge", ("k",), dict(self.rows), self.caches.of("c"))
+        plain = GaugeMetricFamily("p", "doc", value=1)
+        yield from (plain, cached) if self.plain_first else (cached,)
+        if self.fail:
+            raise RuntimeError("a collector's bug")
+        if not self.plain_first:
+            yield plain
+
+
+def body_of(renderer: RenderProcess, registry: Families) -> bytes:
+    with body_file() as body:
+        renderer.scrape(registry, "", body.fileno())
+        body.seek(0)
+        return body.read()
+
+
+def test_a_failed_collection_leaves_no_series_stale(renderer):
+    """The process may not have got what was found changed: it starts over."""
+    families = Families()
+    body_of(renderer, families)
+    families.rows[("a",)] = 100
+    families.fail = True
+    with pytest.raises(RuntimeError):
+        body_of(renderer, families)
+    families.fail = False
+    assert body_of(renderer, families) == generate(families, "")[0]
+    assert b'c{k="a"} 100' in body_of(renderer, families)
+
+
+def test_a_cached_family_after_a_plain_one_is_rendered_here(renderer):
+    families = Families()
+    families.plain_first = True
+    assert body_of(renderer, families) == generate(families, "")[0]
+    assert renderer.failures == 1
+
+
+def test_group_signals_do_not_reach_it(renderer):
+    """Ctrl-C in a terminal signals the exporter's whole process group."""
+    renderer.start()
+    pid = renderer.pid
+    assert pid is not None and os.getsid(pid) == pid != os.getsid(0)

@@ -1,0 +1,82 @@
+"""What changed in the engine's families since the last scrape, and a copy kept from it.
+
+The render process holds a copy of every family's series; each scrape the exporter sends
+it only the difference from what it sent last: series appended, and values changed, by
+position. Under a steady load a few thousand of ~90,000 series change between two
+scrapes, so that is a small fraction of the state.
+"""
+
+from __future__ import annotations
+
+from itertools import compress, count
+from operator import is_not
+
+from clearly_exporter.engine.histogram import frozen
+from clearly_exporter.metrics.exposition import CachedFamily, Caches, Key, Spec, build
+
+#: A family's change: its spec, whether its series start over (keys no longer a
+#: continuation of the ones sent), keys appended, (position, value) of values that
+#: changed or are new; a histogram's value as (counts, sum, exemplars).
+Update = tuple[Spec, bool, list[Key], list[tuple[int, object]]]
+#: Per family name, its keys and values as sent last.
+Sent = dict[str, tuple[list[Key], list]]
+#: Series compared at once before looking for the ones that changed, one by one.
+STRIDE = 512
+
+
+def changes(
+    keys: list[Key], values: list, before: tuple[list[Key], list] | None
+) -> tuple[bool, list[Key], list[tuple[int, object]]]:
+    """What turns ``before`` (keys and values as sent last) into these series."""
+    if before is None or len(before[0]) > len(keys) or keys[: len(before[0])] != before[0]:
+        return True, keys, list(enumerate(values))
+    old_keys, old = before
+    n = len(old_keys)
+    changed: list[tuple[int, object]] = []
+    for start in range(0, n, STRIDE):
+        now, then = values[start : start + STRIDE], old[start : start + STRIDE]
+        if now != then:
+            # By identity: a value the engine did not touch is the same object (a copy
+            # of an unchanged histogram too), and an equal one sent again does no harm.
+            changed.extend(compress(zip(count(start), now), map(is_not, now, then)))
+    changed.extend(enumerate(values[n:], n))
+    return False, keys[n:], changed
+
+
+def update(family: CachedFamily, sent: Sent) -> Update:
+    """The family's change since ``sent``, which then holds the family as it is now.
+
+    A histogram goes as a tuple of its values: pickled ~5x as fast as the object.
+    """
+    spec, keys, values = family.spec, list(family.rows), list(family.rows.values())
+    restart, new, changed = changes(keys, values, sent.get(spec.name))
+    sent[spec.name] = (keys, values)
+    if spec.histogram:
+        changed = [(i, (h.counts, h.total, h.exemplars)) for i, h in changed]
+    return spec, restart, new, changed
+
+
+class Series:
+    """The render process's copy of every family's series, and their rendered blocks."""
+
+    def __init__(self) -> None:
+        self.caches = Caches()
+        self._series: Sent = {}
+
+    def render(self, updates: list[Update], openmetrics: bool) -> list[bytes]:
+        """Apply each family's update, then render the family (unchanged blocks reused)."""
+        out: list[bytes] = []
+        for spec, restart, keys, changed in updates:
+            old_keys, old = ([], []) if restart else self._series.get(spec.name, ([], []))
+            # New lists: the family's cache keeps the ones it rendered, to compare with.
+            values = old + [None] * len(keys)
+            if spec.histogram:
+                for i, (counts, total, exemplars) in changed:
+                    values[i] = frozen(spec.bounds, counts, total, exemplars)
+            else:
+                for i, value in changed:
+                    values[i] = value
+            keys = old_keys + keys if keys else old_keys
+            self._series[spec.name] = (keys, values)
+            build(spec, self.caches).render_series(out, openmetrics, keys, values)
+        return out
