@@ -127,9 +127,16 @@ class EventSource(threading.Thread):
                 if self.health.connected or self.health.reason != reason:
                     log.warning("broker %s unavailable: %s", redact_url(self.config.url), reason)
                 self.health.down(reason)
-                self._stop_event.wait(backoff)
+                self._wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
         self.health.down("stopped")
+
+    def _wait(self, seconds: float) -> None:
+        """Wait out a backoff, the engine's tick still running: spans go on being handed
+        over, label waits and worker purges on being decided, while the broker is away."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0 and not self._stop_event.wait(min(TICK, left)):
+            self._tick_if_due(self.clock())
 
     def _connection(self) -> Connection:
         return Connection(

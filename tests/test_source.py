@@ -20,7 +20,7 @@ from clearly_exporter.brokers import connection_config, transport_for
 from clearly_exporter.engine import Engine
 from clearly_exporter.source import EventSource, SourceConfig
 from tests.engine.events import received
-from tests.support import Exporter, Worker, select, wait_for, wait_worker_up
+from tests.support import Exporter, Worker, free_port, select, wait_for, wait_worker_up
 
 
 def publish(broker: str, bodies: list[tuple[object, dict]]) -> None:
@@ -165,3 +165,21 @@ def test_a_killed_exporters_filesystem_queue_is_removed_by_the_next_one(tmp_path
     (alive,) = wait_for(lambda: [q for q in queues() if q != dead], 30, "the second's binding")
     assert queues() == [alive] and files_of(dead) == []
     assert "removed the event queues of 1 killed exporter(s)" in second.proc.output()
+
+
+def test_the_engine_ticks_on_while_the_broker_is_away():
+    """Spans are handed over and workers purged on the tick: an outage must not stop it."""
+    engine = Engine()
+    ticks: list[float] = []
+    engine.on_tick(ticks.append)
+    port = free_port()  # nothing listens there
+    source = EventSource(SourceConfig(f"redis://127.0.0.1:{port}/0", {}), engine)
+    source.start()
+    try:
+        wait_for(lambda: source.health.reason, 10, "the source to find the broker away")
+        wait_for(lambda: len(ticks) >= 3, 10, "ticks while the broker is away")
+        assert not source.health.connected
+    finally:
+        source.stop()
+        source.join(10)
+    assert not source.is_alive()

@@ -117,7 +117,7 @@ class Engine:
         self._listeners = [other for other in self._listeners if other != listener]
 
     def on_tick(self, ticker: Ticker) -> None:
-        """Call ``ticker`` with the time whenever the time-driven rules run."""
+        """Call ``ticker`` with the time on each of the consumer's ticks."""
         self._tickers.append(ticker)
 
     def on_evict(self, listener: Evicted) -> None:
@@ -378,7 +378,13 @@ class Engine:
             listener(rec)
 
     def tick(self, now: float) -> None:
-        """Time-driven rules: labels waited for too long are fixed as known; purge workers."""
+        """The time-driven rules, then the tickers: the consumer's, every ``TICK``."""
+        self._rules(now)
+        for ticker in self._tickers:
+            ticker(now)
+
+    def _rules(self, now: float) -> None:
+        """Labels waited for too long are fixed as known; workers long gone are purged."""
         wait = self.config.name_wait
         while self._unlabelled:
             uuid, (since, _) = next(iter(self._unlabelled.items()))
@@ -386,8 +392,6 @@ class Engine:
                 break
             self._fix_labels(self._tasks[uuid], now)
         self.workers.purge(now)
-        for ticker in self._tickers:
-            ticker(now)
 
     def task(self, uuid: str) -> TaskRecord | None:
         return self._tasks.get(uuid)
@@ -434,8 +438,9 @@ class Engine:
     def snapshot(self, now: float) -> Snapshot:
         """Run the time-driven rules, then copy what a scrape renders; the caller holds
         ``lock`` (and keeps it while rendering: taking it twice a scrape, each time
-        behind a consumer that holds the GIL, cost up to 5 ms a try)."""
-        self.tick(now)
+        behind a consumer that holds the GIL, cost up to 5 ms a try). Not the tickers:
+        a garbage collection or a hand-over of spans would make the scrape wait."""
+        self._rules(now)
         return Snapshot(
             tasks=self.metrics.snapshot(),
             workers=self.workers.views(now),

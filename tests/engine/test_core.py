@@ -113,3 +113,15 @@ def test_worker_events_still_apply_once_event_types_fold_into_other():
     engine.handle(worker_event("worker-online", "w@a", T0), T0)
     assert engine.events["other"] == 1
     assert [w.hostname for w in engine.workers.records()] == ["w@a"]
+
+
+def test_a_scrape_runs_the_time_driven_rules_but_not_the_consumers_tickers():
+    """A garbage collection or a hand-over of spans would make the scrape wait."""
+    engine = Engine(EngineConfig(name_wait=1.0))
+    ticks: list[float] = []
+    engine.on_tick(ticks.append)
+    engine.handle(started("a", T0), T0)
+    assert engine.snapshot(T0 + 2).tasks.in_progress[("unknown", "celery", "STARTED")][0] == 1
+    assert ticks == []
+    engine.tick(T0 + 3)
+    assert ticks == [T0 + 3]
