@@ -76,9 +76,9 @@ class EngineCollector(Collector):
         now = self.clock()
         probe = self.probe
         # The task and worker families are yielded holding the engine lock: rendered in
-        # this process, they are rendered then, and the consumer waits on the lock instead
-        # of splitting the GIL with the scrape for seconds while a backlog drains. The
-        # render process gets them after, when the lock is free again.
+        # this process, they are rendered then (for the render process, their changes are
+        # found then), and the consumer waits on the lock instead of splitting the GIL
+        # with the scrape for seconds while a backlog drains.
         with self.engine.lock:
             snap = self.engine.snapshot(now)
             # Started now, the queue probe's round trips overlap the rendering.
