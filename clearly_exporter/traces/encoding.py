@@ -11,6 +11,7 @@ encoder, 7 µs here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -85,12 +86,44 @@ class Encoder:
         block = scoped.scope_spans.add()
         block.scope.name = SCOPE_NAME
         block.scope.version = __version__
-        add = block.spans.add
+        spans_out = block.spans
         for s in spans:
-            span = add()
-            span.MergeFromString(self._shared_part(s))
-            _fill_span(span, s)
+            span = spans_out.add()
+            try:
+                span.MergeFromString(self._shared_part(s))
+                _fill_span(span, s)
+            except UnicodeEncodeError:
+                # A lone surrogate (JSON from a result backend can hold one) is valid in
+                # Python, not in UTF-8: that span goes cleaned, the batch as it is.
+                del spans_out[-1]
+                s = cleaned(s)
+                span = spans_out.add()
+                span.MergeFromString(self._shared_part(s))
+                _fill_span(span, s)
         return request
+
+
+def _text(item: object) -> object:
+    """A string's lone surrogates as U+FFFD (pairs are joined); anything else as it is."""
+    if type(item) is not str:
+        return item
+    return item.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def cleaned(s: SpanRecord) -> SpanRecord:
+    """The span with every string made one that UTF-8, hence protobuf, can carry."""
+
+    def each(items: Mapping[str, object]) -> dict:
+        return {_text(k): _text(v) for k, v in items.items()}
+
+    return replace(
+        s,
+        name=_text(s.name),
+        shared=each(s.shared),
+        attributes=each(s.attributes),
+        events=[(_text(name), at, each(attrs)) for name, at, attrs in s.events],
+        error=_text(s.error),
+    )
 
 
 def _fill_span(span: Span, s: SpanRecord) -> None:

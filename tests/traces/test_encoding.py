@@ -82,3 +82,21 @@ def test_spans_sharing_a_part_keep_their_own_attributes_and_the_cache_is_bounded
     assert [s.attributes["celery.task.id"] for s in spans] == ["t0", "t1", "t2", "t3"]
     assert all(s.name == "run app.add" and s.kind == 5 for s in spans)
     assert len(encoder._shared) <= 2
+
+
+def test_a_lone_surrogate_spoils_neither_its_span_nor_the_batch():
+    """Valid in a Python string (a result backend's JSON can hold one), not in UTF-8."""
+    records = [record(i) for i in range(3)]
+    records[1].attributes["celery.task.result"] = "ok \ud800 ok"
+    records[1].events.append(("celery.task.retried", 1_700, {"why": "\udfff"}))
+    records[1].error = "E('\ud83d')"
+    spans = decoded(Encoder(RESOURCE.attributes).encode(records).SerializeToString())
+    assert [s.attributes["celery.task.id"] for s in spans] == ["t0", "t1", "t2"]
+    assert spans[1].attributes["celery.task.result"] == "ok \ufffd ok"
+    assert spans[1].status == 2
+    assert (
+        spans[0].attributes
+        == decoded(Encoder(RESOURCE.attributes).encode([record(0)]).SerializeToString())[
+            0
+        ].attributes
+    )
