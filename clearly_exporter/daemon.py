@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -126,6 +127,9 @@ class Daemon:
         self.source.stop()
         self.source.join(STOP_DEADLINE / 4)
         if self.tracing is not None:
+            # Attempts whose task name had not come yet become spans too.
+            with self.engine.lock:
+                self.engine.settle(time.time())
             self.tracing.stop(STOP_DEADLINE / 2)
         self.server.stop(STOP_DEADLINE / 8)
         self.renderer.stop(STOP_DEADLINE / 8)

@@ -7,6 +7,7 @@ message and a scrape only long enough to copy a snapshot.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -385,13 +386,20 @@ class Engine:
 
     def _rules(self, now: float) -> None:
         """Labels waited for too long are fixed as known; workers long gone are purged."""
-        wait = self.config.name_wait
+        self._fix_waiting(now, self.config.name_wait)
+        self.workers.purge(now)
+
+    def settle(self, now: float) -> None:
+        """Fix every task's labels as known, however short its wait so far: at shutdown,
+        the transitions waiting for them are counted and their attempts become spans."""
+        self._fix_waiting(now, -math.inf)
+
+    def _fix_waiting(self, now: float, wait: float) -> None:
         while self._unlabelled:
             uuid, (since, _) = next(iter(self._unlabelled.items()))
             if now - since < wait:
                 break
             self._fix_labels(self._tasks[uuid], now)
-        self.workers.purge(now)
 
     def task(self, uuid: str) -> TaskRecord | None:
         return self._tasks.get(uuid)

@@ -117,6 +117,6 @@ class Tracing:
     def stop(self, seconds: float) -> None:
         """Export what ended, then flush the queue within ``seconds``."""
         deadline = time.monotonic() + seconds
-        with self.engine.lock:  # no tick (a scrape's) may send or restart meanwhile
+        with self.engine.lock:  # no tick (a consumer not stopped yet) may send meanwhile
             self.sink.flush()
             self.spans.stop(deadline)

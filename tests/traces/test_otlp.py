@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 import redis
 from celery import chain
 
+from tests.cluster import publish
+from tests.engine.events import received, sent, started, succeeded
 from tests.otlp_receiver import GrpcReceiver, HttpReceiver, Span
 from tests.support import (
     REDIS_URL,
@@ -225,3 +228,38 @@ def test_sigterm_flushes_spans_and_stops_in_time(
     assert time.monotonic() - stopping < 10
     exported = {s.attributes["celery.task.id"] for s in receiver.snapshot()}
     assert ids <= exported, "spans still within their grace were flushed at SIGTERM"
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_sigterm_exports_attempts_still_waiting_for_their_task_name(
+    redis_broker: str, tmp_path: Path, cleanup
+):
+    """Only a worker's events came (no task-sent or task-received, so no name yet)."""
+    receiver = GrpcReceiver().start()
+    cleanup.append(receiver)
+    args = ["--otlp-endpoint", receiver.endpoint, "--name-wait", "600"]
+    exporter = Exporter(redis_broker, tmp_path, args)
+    cleanup.append(exporter.start())
+    named, task_id = str(uuid.uuid4()), str(uuid.uuid4())
+
+    def spans() -> set[str]:
+        return {s.attributes["celery.task.id"] for s in receiver.snapshot()}
+
+    def span_of_named() -> bool:
+        """A whole task's span: the span process is up (a SIGTERM to the process group
+        while it starts would kill it)."""
+        now = time.time()
+        events = [sent(named, now), received(named, now), started(named, now)]
+        publish(redis_broker, [[*events, succeeded(named, now + 0.01, 0.01)]])
+        return named in spans()
+
+    def seen() -> bool:
+        now = time.time()
+        publish(redis_broker, [[started(task_id, now), succeeded(task_id, now + 0.01, 0.01)]])
+        return http_get(f"{exporter.url}/api/tasks/{task_id}")[0] == 200
+
+    wait_for(span_of_named, 30, "a span of a task with a name", every=0.5)
+    wait_for(seen, 30, "the nameless task's events received")
+    assert task_id not in spans()
+    assert exporter.stop() == 0
+    assert task_id in spans()
