@@ -94,9 +94,16 @@ class SpanShipper:
         self._thread.join(max(deadline - time.monotonic(), 0))
         while self._queue and time.monotonic() < deadline and not self._thread.is_alive():
             self._export_batch()
-        left = len(self._queue)
+        # Taken one by one: a shipper thread still running may take a batch meanwhile,
+        # and each span is counted by whoever took it, once.
+        left = 0
+        while self._queue:
+            try:
+                self._queue.popleft()
+            except IndexError:
+                break
+            left += 1
         if left:
             self.dropped["export_error"] += left
-            self._queue.clear()
             log.warning("%d spans not exported before the stop deadline", left)
         self.exporter.shutdown()
