@@ -280,6 +280,10 @@ def serve(sock: socket.socket) -> None:
 
 def main() -> None:
     """Entry of ``python -m clearly_exporter.metrics.renderer <socket fd>``."""
+    if len(sys.argv) != 2 or not sys.argv[1].isdigit():
+        sys.exit(
+            "usage: python -m clearly_exporter.metrics.renderer SOCKET_FD (the exporter starts it)"
+        )
     sock = socket.socket(fileno=int(sys.argv[1]))
     with sock, contextlib.suppress(RenderError, ConnectionError):
         serve(sock)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 from prometheus_client.core import GaugeMetricFamily
@@ -216,3 +218,15 @@ def test_group_signals_do_not_reach_it(renderer):
     renderer.start()
     pid = renderer.pid
     assert pid is not None and os.getsid(pid) == pid != os.getsid(0)
+
+
+def test_started_by_hand_it_says_how_it_is_meant_to_run():
+    result = subprocess.run(
+        [sys.executable, "-m", "clearly_exporter.metrics.renderer"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "usage:" in result.stderr and "Traceback" not in result.stderr
