@@ -21,6 +21,7 @@ import os
 import re
 import signal
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -34,8 +35,10 @@ import redis
 from celery.utils.time import utcoffset
 from kombu.utils.json import dumps
 from procs import (
+    BENCH,
     BareReceiver,
     BenchError,
+    Child,
     Consumer,
     Exporter,
     OtlpSink,
@@ -164,48 +167,59 @@ class PacedPublisher(threading.Thread):
             raise BenchError(f"the paced publisher failed: {self.error!r}")
 
 
-class Scraper(threading.Thread):
-    """GETs /metrics every ``every`` seconds, as Prometheus would, and times each.
-
-    A scrape longer than the interval is followed by the next scheduled one (missed
-    ticks are skipped, as Prometheus does).
-    """
+class Scraper:
+    """GETs /metrics every ``every`` seconds from a process of its own (bench/scraper.py),
+    as Prometheus would, and collects how long each took."""
 
     def __init__(self, exporter: Exporter, every: float, count: int | None = None) -> None:
-        super().__init__(name="scraper", daemon=True)
         self.exporter = exporter
         self.every = every
         self.count = count
         self.seconds: list[float] = []
         self.bytes = 0
-        self.halt = threading.Event()
-        self.error: BaseException | None = None
+        self.error: str | None = None
+        self._child: Child | None = None
+        self._reader = threading.Thread(target=self._read, name="scraper-reader", daemon=True)
+
+    def start(self) -> None:
+        argv = [sys.executable, str(BENCH / "scraper.py"), self.exporter.base + "/metrics"]
+        argv += [str(self.every), *([str(self.count)] if self.count is not None else [])]
+        self._child = Child(argv, self.exporter.log.with_name("scraper.log"), lines=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._child is not None
+        for line in self._child.proc.stdout:  # type: ignore[union-attr]
+            seconds, size = line.decode().split()
+            if seconds == "error":
+                self.error = f"/metrics answered {size}"
+                return
+            self.seconds.append(float(seconds))
+            self.bytes = int(size)
+
+    def is_alive(self) -> bool:
+        return self._reader.is_alive()
 
     def run(self) -> None:
-        try:
-            start = time.monotonic()
-            tick = 0
-            while not self.halt.is_set() and (self.count is None or len(self.seconds) < self.count):
-                began = time.perf_counter()
-                status, body = self.exporter.get("/metrics")
-                self.seconds.append(time.perf_counter() - began)
-                if status != 200:
-                    raise BenchError(f"/metrics answered {status}")
-                self.bytes = len(body)
-                if self.every <= 0:
-                    continue
-                tick = max(tick + 1, math.ceil((time.monotonic() - start) / self.every))
-                wait = start + tick * self.every - time.monotonic()
-                if wait > 0 and self.halt.wait(wait):
-                    break
-        except BaseException as exc:
-            self.error = exc
+        """Start, and wait for ``count`` scrapes."""
+        self.start()
+        self._reader.join()
+        self.finish()
 
     def finish(self) -> None:
-        self.halt.set()
-        self.join(120)
+        """Stop if still going (its stdin closed); fail if a scrape did."""
+        if self._child is None:
+            return
+        self._child.proc.stdin.close()  # type: ignore[union-attr]
+        self._reader.join(120)
+        try:
+            self._child.proc.wait(60)
+        finally:
+            self._child.stop()
         if self.error is not None:
-            raise BenchError(f"the scraper failed: {self.error!r}")
+            raise BenchError(f"the scraper failed: {self.error}")
+        if self._child.proc.returncode:
+            self._child.check_alive()
 
 
 def caught_up(consumers: Sequence[Consumer], events: int, timeout: float) -> None:
