@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import logging
 import mmap
 import os
@@ -190,8 +191,7 @@ class RenderProcess:
 
     def _scrape(self, registry: Collector, accept: str, fd: int) -> tuple[int, str]:
         encoder, content_type = choose_encoder(accept)
-        openmetrics = content_type.startswith(OPENMETRICS)
-        updates: list[Update] = []
+        payload = _Payload(content_type.startswith(OPENMETRICS))
         rest: list[Metric] = []
         sent = False
         collected = registry.collect()
@@ -200,16 +200,17 @@ class RenderProcess:
                 if isinstance(metric, CachedFamily):
                     if sent:
                         raise RenderError(f"{metric.name} came after the request was sent")
-                    # Found while the collector holds the engine lock: the consumer waits
-                    # rather than taking turns at the GIL with this for twice as long.
-                    updates.append(update(metric, self._sent))
+                    # Found and pickled while the collector holds the engine lock: the
+                    # consumer waits rather than taking turns at the GIL with this for
+                    # twice as long.
+                    payload.add(update(metric, self._sent))
                     continue
                 if not sent:
-                    self._send(updates, openmetrics, fd)
+                    self._send(payload.done(), fd)
                     sent = True
                 rest.append(metric)
             if not sent:
-                self._send(updates, openmetrics, fd)
+                self._send(payload.done(), fd)
             size = self._receive()
         finally:
             close = getattr(collected, "close", None)
@@ -218,11 +219,7 @@ class RenderProcess:
         os.lseek(fd, size, os.SEEK_SET)
         return size + write_all(fd, [encoder(Collected(rest))]), content_type  # type: ignore[arg-type]
 
-    def _send(self, updates: list[Update], openmetrics: bool, fd: int) -> None:
-        try:
-            payload = pickle.dumps((openmetrics, updates), pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # TypeError, PicklingError, RecursionError...
-            raise RenderError(f"cannot send the series: {exc!r}") from exc
+    def _send(self, payload: bytes, fd: int) -> None:
         assert self._socket is not None
         self._waiting = True
         # In a file, written and passed at once: through the socket, it would go a few
@@ -238,6 +235,34 @@ class RenderProcess:
             raise RenderError(_read(self._socket, length).decode(errors="replace"))
         self._waiting = False
         return length
+
+
+class _Payload:
+    """A request: the format, then each family's update, pickled one after the other."""
+
+    def __init__(self, openmetrics: bool) -> None:
+        self._file = io.BytesIO()
+        self._pickler = pickle.Pickler(self._file, pickle.HIGHEST_PROTOCOL)
+        self.add(openmetrics)
+
+    def add(self, item: bool | Update) -> None:
+        try:
+            self._pickler.dump(item)
+        except Exception as exc:  # TypeError, PicklingError, RecursionError...
+            raise RenderError(f"cannot send the series: {exc!r}") from exc
+
+    def done(self) -> bytes:
+        return self._file.getvalue()
+
+
+def _load(payload: mmap.mmap, length: int) -> tuple[bool, list[Update]]:
+    """A request's format and updates, as ``_Payload`` pickled them."""
+    unpickler = pickle.Unpickler(payload)
+    openmetrics = unpickler.load()
+    updates = []
+    while payload.tell() < length:
+        updates.append(unpickler.load())
+    return openmetrics, updates
 
 
 def _read(sock: socket.socket, size: int) -> bytes:
@@ -266,7 +291,7 @@ def serve(sock: socket.socket) -> None:
         fd, request = fds
         try:
             with mmap.mmap(request, length, prot=mmap.PROT_READ) as payload:
-                openmetrics, updates = pickle.loads(payload)
+                openmetrics, updates = _load(payload, length)
             size = write_all(fd, series.render(updates, openmetrics))
         except Exception as exc:  # sent back: the exporter logs it and renders itself
             message = repr(exc).encode()
