@@ -206,6 +206,24 @@ def test_a_failed_collection_leaves_no_series_stale(renderer):
     assert b'c{k="a"} 100' in body_of(renderer, families)
 
 
+def test_a_value_that_cannot_be_sent_gets_the_scrape_rendered_here(renderer, caplog):
+    """Found while the family is pickled: that scrape is rendered here, a later one by a
+    new process."""
+
+    class Local(float):
+        """A local class: pickle cannot name it."""
+
+    families = Families()
+    families.rows[("b",)] = Local(2.5)
+    assert body_of(renderer, families) == generate(families, "")[0]
+    assert renderer.failures == 1
+    assert "cannot send the series" in caplog.text
+    families.rows[("b",)] = 3.5
+    renderer.clock.now += renderer_module.RETRY_AFTER
+    assert b'c{k="b"} 3.5' in body_of(renderer, families)
+    assert renderer.pid is not None
+
+
 def test_a_cached_family_after_a_plain_one_is_rendered_here(renderer):
     families = Families()
     families.plain_first = True
