@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histogram
+from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histogram, Histograms
 from clearly_exporter.engine.records import (
     HAS_ETA,
     SEEN_PREFETCH,
@@ -56,9 +56,9 @@ class TaskMetrics:
         self._names: set[str] = set()
         self.tasks: dict[tuple[str, str, str], int] = {}
         self.failures: dict[tuple[str, str, str], int] = {}
-        self.runtime: dict[tuple[str, str, str], Histogram] = {}
-        self.queue_wait: dict[Key, Histogram] = {}
-        self.prefetch_wait: dict[Key, Histogram] = {}
+        self.runtime = Histograms(DURATION_BUCKETS)
+        self.queue_wait = Histograms(DURATION_BUCKETS)
+        self.prefetch_wait = Histograms(DURATION_BUCKETS)
         #: Per in-progress series, its tasks since when, oldest first: plain dicts keep
         #: insertion order, and are quicker than ``OrderedDict`` both to update and to ask
         #: for their first key.
@@ -93,24 +93,18 @@ class TaskMetrics:
                 value = att.t_ended - att.t_started
             if value is not None:
                 att.flags |= SEEN_RUNTIME
-                hist = self._hist(self.runtime, (key[0], key[1], att.outcome))
                 trace = trace_of(root) if trace_of is not None else None
-                hist.observe(max(value, 0.0), trace, att.t_ended)
+                self.runtime.observe(
+                    (key[0], key[1], att.outcome), max(value, 0.0), trace, att.t_ended
+                )
         if flags & HAS_ETA:
             return
         if not flags & SEEN_QUEUE_WAIT and att.t_sent is not None and att.t_received is not None:
             att.flags |= SEEN_QUEUE_WAIT
-            self._hist(self.queue_wait, key).observe(max(att.t_received - att.t_sent, 0.0))
+            self.queue_wait.observe(key, max(att.t_received - att.t_sent, 0.0))
         if not flags & SEEN_PREFETCH and att.t_received is not None and att.t_started is not None:
             att.flags |= SEEN_PREFETCH
-            self._hist(self.prefetch_wait, key).observe(max(att.t_started - att.t_received, 0.0))
-
-    @staticmethod
-    def _hist(table: dict, key: tuple) -> Histogram:
-        hist = table.get(key)
-        if hist is None:
-            hist = table[key] = Histogram(DURATION_BUCKETS)
-        return hist
+            self.prefetch_wait.observe(key, max(att.t_started - att.t_received, 0.0))
 
     def place(self, uuid: str, key: Key, state: str | None, now: float) -> None:
         """Move a task into the in-progress set of its state (or out of all of them)."""
@@ -139,9 +133,9 @@ class TaskMetrics:
         return TaskMetricsSnapshot(
             tasks=dict(self.tasks),
             failures=dict(self.failures),
-            runtime={k: h.copy() for k, h in self.runtime.items()},
-            queue_wait={k: h.copy() for k, h in self.queue_wait.items()},
-            prefetch_wait={k: h.copy() for k, h in self.prefetch_wait.items()},
+            runtime=self.runtime.snapshot(),
+            queue_wait=self.queue_wait.snapshot(),
+            prefetch_wait=self.prefetch_wait.snapshot(),
             # 16,000 series at 1,000 names, every scrape: a comprehension, and the first
             # key then its value (half the cost of the first of ``values()``).
             in_progress={
