@@ -7,7 +7,7 @@ counted states and the same current state.
 
 from __future__ import annotations
 
-from clearly_exporter.engine.records import Attempt, TaskRecord, Transition
+from clearly_exporter.engine.records import OPENED_LATE, Attempt, TaskRecord, Transition
 from clearly_exporter.engine.states import (
     BIT,
     BLOCKS,
@@ -65,7 +65,9 @@ def select_attempt(rec: TaskRecord, state: str, retries: int | None, ts: float |
             return _insert(rec, len(attempts), next_retries)
     if RANK.get(state) == 3 and last.outcome is not None and state != last.outcome:
         # A second, different outcome: it ended an earlier attempt we never saw.
-        return _insert(rec, len(attempts) - 1, last.retries)
+        att = _insert(rec, len(attempts) - 1, last.retries)
+        att.flags |= OPENED_LATE
+        return att
     return last
 
 

@@ -15,6 +15,9 @@ SEEN_RUNTIME = 2
 SEEN_QUEUE_WAIT = 4
 SEEN_PREFETCH = 8
 SPAN_DONE = 16
+#: Opened before the task's last attempt: a second, different outcome ended an attempt
+#: never seen. Its place in the list is not the order it was opened in.
+OPENED_LATE = 32
 
 
 class Attempt:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from clearly_exporter.engine.records import HAS_ETA, Attempt, TaskRecord
+from clearly_exporter.engine.records import HAS_ETA, OPENED_LATE, Attempt, TaskRecord
 from clearly_exporter.engine.states import BIT, FAILURE, KNOWN, RETRY, SUCCESS
 from clearly_exporter.engine.task_metrics import exception_class
 from clearly_exporter.traces.ids import span_id, trace_id
@@ -35,6 +35,8 @@ NO_ATTRIBUTES: dict = {}
 SpanEvent = tuple[str, int, dict]
 #: Which attempt a span is: (task id, retries, delivery of that retry count).
 AttemptKey = tuple[str, int, int]
+#: The first delivery number of attempts opened late: past any a task really has.
+LATE_DELIVERY = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -100,12 +102,17 @@ def maybe_cut(value: str | None) -> bool:
 
 
 def attempt_key(rec: TaskRecord, att: Attempt) -> AttemptKey:
-    """(task, retries, delivery): which delivery of that retry count this attempt was."""
-    delivery = 0
+    """(task, retries, delivery): which delivery of that retry count this attempt was.
+
+    Attempts opened late, before the last one, are numbered from ``LATE_DELIVERY`` among
+    themselves: the attempts after them keep the ids their spans already went out with.
+    """
+    late = att.flags & OPENED_LATE
+    delivery = LATE_DELIVERY if late else 0
     for other in rec.attempts:
         if other is att:
             break
-        if other.retries == att.retries:
+        if other.retries == att.retries and (other.flags & OPENED_LATE) == late:
             delivery += 1
     return rec.uuid, att.retries, delivery
 
