@@ -4,7 +4,8 @@ An ended attempt waits ``grace`` seconds for late events (a task-started arrivin
 its task-succeeded), then becomes a span; one whose every event has come (task-sent,
 task-received, task-started and its outcome, none inferred) has nothing to wait for and
 becomes a span on the next tick. Attempts that never end are exported as incomplete
-when evicted or older than ``span_max_age``, never lost silently.
+when evicted or older than ``span_max_age``, never lost silently. While the span queue
+is full, ended attempts wait for room, up to ``max_waiting`` of them.
 """
 
 from __future__ import annotations
@@ -36,12 +37,18 @@ class TraceSink:
         spans: SpanQueue,
         grace: float = 1.0,
         span_max_age: float = 3600.0,
+        max_waiting: int = 20_000,
     ) -> None:
         self.engine = engine
         self.spans = spans
         self.grace = grace
         self.span_max_age = span_max_age
+        self.max_waiting = max_waiting
         self._due: deque[tuple[float, TaskRecord, Attempt]] = deque()
+        #: Ended attempts with nothing left to wait for but room in the span queue. A
+        #: burst the span process cannot keep up with waits here, as references to
+        #: records the engine keeps anyway, instead of being dropped; past
+        #: ``max_waiting`` the oldest are.
         self._ready: deque[tuple[TaskRecord, Attempt]] = deque()
         self._open: OrderedDict[Attempt, tuple[float, TaskRecord]] = OrderedDict()
         engine.subscribe(self.on_transition)
@@ -62,11 +69,14 @@ class TraceSink:
             self._open[att] = (tr.task.updated, tr.task)
 
     def tick(self, now: float) -> None:
-        while self._ready:
-            self._export(*self._ready.popleft())
+        ready = self._ready
         while self._due and self._due[0][0] <= now:
             _, rec, att = self._due.popleft()
-            self._export(rec, att)
+            ready.append((rec, att))
+        while ready and not self.spans.full():
+            self._export(*ready.popleft())
+        while len(ready) > self.max_waiting:
+            self._export(*ready.popleft())  # the queue is full: counted as dropped
         while self._open:
             att, (since, rec) = next(iter(self._open.items()))
             if now - since < self.span_max_age:

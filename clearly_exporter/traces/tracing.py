@@ -108,7 +108,12 @@ class Tracing:
             fetcher = ResultFetcher(settings.backend) if settings.backend else None
             shipper = SpanShipper(exporter, Encoder(resource.attributes), settings.max_queue)
             self.spans = LocalSpans(SpanWorker(span_settings, shipper, fetcher))
-        self.sink = TraceSink(engine, self.spans, span_max_age=settings.span_max_age)
+        self.sink = TraceSink(
+            engine,
+            self.spans,
+            span_max_age=settings.span_max_age,
+            max_waiting=settings.max_queue,
+        )
         self.engine = engine
 
     def start(self) -> None:
