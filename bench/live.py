@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import http.client
+import itertools
 import json
 import math
 import os
 import re
 import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -171,6 +173,9 @@ class Scraper:
     """GETs /metrics every ``every`` seconds from a process of its own (bench/scraper.py),
     as Prometheus would, and collects how long each took."""
 
+    #: Numbers each one's log file.
+    _started = itertools.count(1)
+
     def __init__(self, exporter: Exporter, every: float, count: int | None = None) -> None:
         self.exporter = exporter
         self.every = every
@@ -184,18 +189,24 @@ class Scraper:
     def start(self) -> None:
         argv = [sys.executable, str(BENCH / "scraper.py"), self.exporter.base + "/metrics"]
         argv += [str(self.every), *([str(self.count)] if self.count is not None else [])]
-        self._child = Child(argv, self.exporter.log.with_name("scraper.log"), lines=True)
+        log = self.exporter.log.with_name(f"scraper-{next(Scraper._started)}.log")
+        self._child = Child(argv, log, lines=True)
+        self._child.name = "the scraper"
         self._reader.start()
 
     def _read(self) -> None:
         assert self._child is not None
         for line in self._child.proc.stdout:  # type: ignore[union-attr]
-            seconds, size = line.decode().split()
-            if seconds == "error":
-                self.error = f"/metrics answered {size}"
-                return
-            self.seconds.append(float(seconds))
-            self.bytes = int(size)
+            match line.decode().split():
+                case ["error", status]:
+                    self.error = f"/metrics answered {status}"
+                    return
+                case [seconds, size]:
+                    self.seconds.append(float(seconds))
+                    self.bytes = int(size)
+                case _:
+                    self.error = f"it printed {line!r}"
+                    return
 
     def is_alive(self) -> bool:
         return self._reader.is_alive()
@@ -214,6 +225,8 @@ class Scraper:
         self._reader.join(120)
         try:
             self._child.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.error = self.error or "it did not stop within 60 s of being told to"
         finally:
             self._child.stop()
         if self.error is not None:

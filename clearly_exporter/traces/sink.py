@@ -46,8 +46,8 @@ class TraceSink:
         self.max_waiting = max_waiting
         self._due: deque[tuple[float, TaskRecord, Attempt]] = deque()
         #: Ended attempts with nothing left to wait for but room in the span queue. A
-        #: burst the span process cannot keep up with waits here, as references to
-        #: records the engine keeps anyway, instead of being dropped; past
+        #: burst the span process cannot keep up with waits here instead of being
+        #: dropped (holding records the engine may have evicted meanwhile); past
         #: ``max_waiting`` the oldest are.
         self._ready: deque[tuple[TaskRecord, Attempt]] = deque()
         self._open: OrderedDict[Attempt, tuple[float, TaskRecord]] = OrderedDict()
@@ -88,7 +88,12 @@ class TraceSink:
     def on_evict(self, rec: TaskRecord) -> None:
         for att in rec.attempts:
             self._open.pop(att, None)
-            self._export(rec, att, incomplete=att.outcome is None)
+            if att.outcome is not None and self.spans.full():
+                # Ended: it waits for room like the rest (an entry already waiting or
+                # exported is skipped by its SPAN_DONE).
+                self._ready.append((rec, att))
+            else:
+                self._export(rec, att, incomplete=att.outcome is None)
 
     def flush(self) -> None:
         """Export every ended attempt now (at shutdown), without waiting for the grace."""

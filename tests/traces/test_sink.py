@@ -252,3 +252,19 @@ def test_exception_texts_are_redacted_and_cut_wherever_they_go():
         [received(a, T0), failed(a, T0 + 1, "E('" + "x" * 500 + "')")], max_attribute_length=100
     )
     assert span.status_message.endswith("characters]")
+
+
+def test_an_ended_attempt_evicted_while_the_queue_is_full_waits_too():
+    engine, recorder = Engine(EngineConfig(max_tasks=20)), Recorder(room=10)
+    TraceSink(engine, recorder, grace=1.0, max_waiting=100)
+    tasks = [f"t{i:02}" for i in range(40)]
+    for task in tasks:
+        for event in (sent(task, T0), received(task, T0), started(task, T0), succeeded(task, T0)):
+            engine.handle(event, T0)
+    engine.tick(T0 + 0.1)
+    assert recorder.dropped["queue_full"] == 0, "20 evicted while the queue was full: waiting"
+    for _ in range(3):
+        recorder.taken = len(recorder.views)
+        engine.tick(T0 + 0.2)
+    assert sorted(v.key[0] for v in recorder.views) == tasks
+    assert recorder.dropped["queue_full"] == 0
