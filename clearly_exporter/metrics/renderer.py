@@ -238,7 +238,12 @@ class RenderProcess:
 
 
 class _Payload:
-    """A request: the format, then each family's update, pickled one after the other."""
+    """A request: the format, then each family's update, pickled one after the other.
+
+    One memo for the whole request, so label strings shared between families go once: an
+    object pickled again goes as it was the first time, so nothing added may change until
+    the request is sent (all of it is found under the engine lock).
+    """
 
     def __init__(self, openmetrics: bool) -> None:
         self._file = io.BytesIO()
