@@ -195,13 +195,19 @@ class Recorder:
         """Nothing waits."""
 
 
-def test_a_burst_waits_for_room_in_the_queue_and_past_its_bound_the_oldest_are_dropped():
-    engine, recorder = Engine(), Recorder(room=10)
-    TraceSink(engine, recorder, grace=1.0, max_waiting=15)
-    tasks = [f"t{i:02}" for i in range(30)]
+def whole_tasks(engine: Engine, count: int) -> list[str]:
+    """``count`` tasks each with every event of its life: their spans need no grace."""
+    tasks = [f"t{i:02}" for i in range(count)]
     for task in tasks:
         for event in (sent(task, T0), received(task, T0), started(task, T0), succeeded(task, T0)):
             engine.handle(event, T0)
+    return tasks
+
+
+def test_a_burst_waits_for_room_in_the_queue_and_past_its_bound_the_oldest_are_dropped():
+    engine, recorder = Engine(), Recorder(room=10)
+    TraceSink(engine, recorder, grace=1.0, max_waiting=15)
+    tasks = whole_tasks(engine, 30)
     engine.tick(T0 + 0.1)
     assert [v.key[0] for v in recorder.views] == tasks[:10]
     assert recorder.dropped["queue_full"] == 5
@@ -257,10 +263,7 @@ def test_exception_texts_are_redacted_and_cut_wherever_they_go():
 def test_an_ended_attempt_evicted_while_the_queue_is_full_waits_too():
     engine, recorder = Engine(EngineConfig(max_tasks=20)), Recorder(room=10)
     TraceSink(engine, recorder, grace=1.0, max_waiting=100)
-    tasks = [f"t{i:02}" for i in range(40)]
-    for task in tasks:
-        for event in (sent(task, T0), received(task, T0), started(task, T0), succeeded(task, T0)):
-            engine.handle(event, T0)
+    tasks = whole_tasks(engine, 40)
     engine.tick(T0 + 0.1)
     assert recorder.dropped["queue_full"] == 0, "20 evicted while the queue was full: waiting"
     for _ in range(3):
