@@ -24,7 +24,7 @@ import orjson
 from clearly_exporter.api.filters import Matcher
 from clearly_exporter.api.views import VALUES
 from clearly_exporter.engine import Engine, Transition
-from clearly_exporter.engine.records import WorkerRecord
+from clearly_exporter.engine.records import WorkerRecord, call_of
 from clearly_exporter.engine.states import FAILURE, RETRY, SUCCESS
 from clearly_exporter.traces.redact import Redactor
 
@@ -203,6 +203,7 @@ class StreamHub:
             return
         rec, att, state = tr.task, tr.attempt, tr.state
         outcome = state in (FAILURE, RETRY)
+        args, kwargs = call_of(rec, att)
         self._inbox.append(
             (
                 TASK,
@@ -217,8 +218,8 @@ class StreamHub:
                 att.worker,
                 rec.queue,
                 rec.routing_key,
-                rec.args,
-                rec.kwargs,
+                args,
+                kwargs,
                 rec.result if state == SUCCESS else None,
                 att.exception if outcome else None,
                 att.traceback if outcome else None,

@@ -79,14 +79,16 @@ def fail(msg: str) -> None:
 
 @app.task(name="demo.flaky", bind=True)
 def flaky(self: Task, key: str, failures: int = 2) -> str:
-    """Retries ``failures`` times before succeeding, for task-retried events.
+    """Fails ``failures`` times before succeeding, for task-retried events.
 
-    The attempt count comes from the request, not shared state, so any worker can
-    take any attempt.
+    Each retry is sent with one failure less (``retry(kwargs=...)``), as tasks that carry
+    their progress along do, so every attempt shows the kwargs it ran with; nothing is
+    shared, so any worker can take any attempt.
     """
     retries = self.request.retries
-    if retries < failures:
+    if failures > 0:
         raise self.retry(
+            kwargs={"failures": failures - 1},
             exc=RuntimeError(f"{key} not ready (attempt {retries + 1})"),
             countdown=0.2,
             max_retries=5,

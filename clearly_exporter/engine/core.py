@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from clearly_exporter.engine.fields import COMMON_VALUES, as_number, as_text
 from clearly_exporter.engine.histogram import LAG_BUCKETS, Histogram
 from clearly_exporter.engine.inference import current_state, reach, select_attempt
-from clearly_exporter.engine.records import HAS_ETA, TaskRecord, Transition
+from clearly_exporter.engine.records import HAS_ETA, Attempt, TaskRecord, Transition
 from clearly_exporter.engine.rules import RULES, EventRule, custom_rule
 from clearly_exporter.engine.states import IN_PROGRESS, STARTED
 from clearly_exporter.engine.task_metrics import OTHER, UNKNOWN, TaskMetrics, TaskMetricsSnapshot
@@ -66,6 +66,30 @@ class Snapshot:
     events_lost: int
     last_event: float | None
     queues: set[str]
+
+
+def _field_text(value: object) -> str:
+    """A task field as the record keeps it: text, common values shared (as inlined in
+    ``Engine._task_event``, where a call per field would cost)."""
+    text = value if type(value) is str else as_text(value)
+    return COMMON_VALUES.get(text, text)
+
+
+def _pin_calls(rec: TaskRecord, att: Attempt, event: dict) -> None:
+    """Each of a retried task's attempts keeps the args it was sent with.
+
+    A retry may change them (``retry(args=...)``), and the next attempt's events often
+    arrive before the retried attempt has become a span. Attempts that came before
+    keep the task's args as they stand, the event's go to ``att``.
+    """
+    for other in rec._attempts:  # type: ignore[union-attr]
+        if other.call is None:
+            other.call = (rec.args, rec.kwargs)
+    args, kwargs = event.get("args"), event.get("kwargs")
+    att.call = (
+        rec.args if args is None else _field_text(args),
+        rec.kwargs if kwargs is None else _field_text(kwargs),
+    )
 
 
 class Engine:
@@ -207,6 +231,8 @@ class Engine:
                 if type(value) is not str:
                     value = as_text(value)
                 setattr(rec, field, shared.get(value) or self._share(value))
+        if rule.retries and type(rec._attempts) is list:
+            _pin_calls(rec, att, event)
         for field in rule.task_fields:
             value = event.get(field)
             if value is not None:

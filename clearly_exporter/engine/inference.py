@@ -68,6 +68,9 @@ def select_attempt(rec: TaskRecord, state: str, retries: int | None, ts: float |
         att = _insert(rec, len(attempts) - 1, last.retries)
         att.flags |= OPENED_LATE
         return att
+    if retries is not None:
+        # Late for an attempt of its own (its retries say which), not for the last one.
+        return next(att for att in reversed(attempts) if att.retries == retries)
     return last
 
 

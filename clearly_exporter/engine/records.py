@@ -40,6 +40,7 @@ class Attempt:
         "exception",
         "traceback",
         "flags",
+        "call",
     )
 
     def __init__(self, retries: int) -> None:
@@ -59,6 +60,9 @@ class Attempt:
         self.exception: str | None = None
         self.traceback: str | None = None
         self.flags = 0
+        #: The args and kwargs it was sent with, once the task has several attempts: a
+        #: retry may change them (``retry(args=...)``). None: its task's.
+        self.call: tuple[str | None, str | None] | None = None
 
 
 class TaskRecord:
@@ -122,6 +126,11 @@ class TaskRecord:
             held.insert(index, att)
         else:
             self._attempts = [att, held] if index == 0 else [held, att]
+
+
+def call_of(rec: TaskRecord, att: Attempt) -> tuple[str | None, str | None]:
+    """The args and kwargs ``att`` was sent with (a task's own are its latest)."""
+    return att.call or (rec.args, rec.kwargs)
 
 
 class WorkerRecord:

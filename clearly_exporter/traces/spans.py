@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from clearly_exporter.engine.records import HAS_ETA, OPENED_LATE, Attempt, TaskRecord
+from clearly_exporter.engine.records import HAS_ETA, OPENED_LATE, Attempt, TaskRecord, call_of
 from clearly_exporter.engine.states import BIT, FAILURE, KNOWN, RETRY, SUCCESS
 from clearly_exporter.engine.task_metrics import exception_class
 from clearly_exporter.traces.ids import span_id, trace_id
@@ -144,6 +144,7 @@ def view_of(
     rec: TaskRecord, att: Attempt, parent: TaskRecord | None, incomplete: bool = False
 ) -> AttemptView:
     """The view of ``att``, read now: later events may still change the records."""
+    args, kwargs = call_of(rec, att)
     return AttemptView(
         attempt_key(rec, att),
         parent_key(rec, parent),
@@ -153,8 +154,8 @@ def view_of(
         rec.root_id,
         rec.parent_id,
         rec.eta if att.flags & HAS_ETA else None,  # a retry's next delivery has its own
-        rec.args,
-        rec.kwargs,
+        args,
+        kwargs,
         rec.result,
         att.outcome or att.state or "UNKNOWN",
         att.outcome,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 
 from clearly_exporter.engine import Engine, EngineConfig
@@ -83,3 +84,32 @@ def counts(engine: Engine) -> dict[str, int]:
     for (_, _, state), n in engine.metrics.tasks.items():
         out[state] += n
     return dict(out)
+
+
+def retried_with_new_args() -> list[list[dict]]:
+    """A task retried twice with ``retry(args=...)``, as its senders send it: the
+    producer's task-sent, then each attempt's worker (which sends the next attempt's
+    task-sent as it retries). Each delivery has args of its own."""
+
+    def call(n: int) -> dict:
+        return {"retries": n, "args": f"({3 - n},)", "kwargs": f"{{'n': {n}}}"}
+
+    streams = [[sent("a", T0, **call(0))]]
+    for n in range(3):
+        t = T0 + 10 * n
+        end = [sent("a", t + 2.5, **call(n + 1)), retried("a", t + 3)] if n < 2 else []
+        streams.append(
+            [received("a", t + 1, **call(n)), started("a", t + 2), *end]
+            + ([] if n < 2 else [succeeded("a", t + 3)])
+        )
+    return streams
+
+
+def interleaved(streams: list[list[dict]], rng: random.Random) -> list[dict]:
+    """The streams merged in a random order, each stream's own order kept: how events
+    from several senders reach the exporter."""
+    pending = [list(stream) for stream in streams]
+    out = []
+    while any(pending):
+        out.append(rng.choice([s for s in pending if s]).pop(0))
+    return out

@@ -1,14 +1,19 @@
 """The engine as a whole: bounds, eviction, bad input and the snapshot it renders."""
 
+import random
+
 import pytest
 
 from clearly_exporter.engine import Engine, EngineConfig
 from clearly_exporter.engine.core import MAX_EVENT_TYPES
+from clearly_exporter.engine.records import call_of
 from tests.engine.events import (
     T0,
     counts,
     feed,
+    interleaved,
     received,
+    retried_with_new_args,
     sent,
     started,
     succeeded,
@@ -125,3 +130,20 @@ def test_a_scrape_runs_the_time_driven_rules_but_not_the_consumers_tickers():
     assert ticks == []
     engine.tick(T0 + 3)
     assert ticks == [T0 + 3]
+
+
+def test_each_attempt_keeps_the_args_it_was_sent_with_in_any_arrival_order():
+    rng = random.Random(6)
+    for _ in range(300):
+        events = interleaved(retried_with_new_args(), rng)
+        rec = feed(events).task("a")
+        calls = {att.retries: call_of(rec, att) for att in rec.attempts}
+        expected = {n: (f"({3 - n},)", f"{{'n': {n}}}") for n in range(3)}
+        assert calls == expected, [(e["type"], e.get("retries")) for e in events]
+        assert [att.outcome for att in rec.attempts] == ["RETRY", "RETRY", "SUCCESS"]
+
+
+def test_a_task_with_one_attempt_keeps_its_args_once():
+    rec = feed(retried_with_new_args()[-1]).task("a")
+    (only,) = rec.attempts
+    assert only.call is None and call_of(rec, only) == ("(1,)", "{'n': 2}")

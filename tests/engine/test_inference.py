@@ -110,6 +110,29 @@ def test_retry_when_the_new_attempt_outruns_the_old_one():
     assert engine.inferred == {}
 
 
+def test_a_late_received_of_an_earlier_attempt_is_stamped_on_that_attempt():
+    """Its retries name the attempt: the last one, long past RECEIVED, is not it."""
+    events = [
+        sent("a", T0, retries=0),
+        received("a", T0 + 1, retries=0),
+        started("a", T0 + 2),
+        sent("a", T0 + 2.5, retries=1),
+        retried("a", T0 + 3),
+        started("a", T0 + 12),
+        sent("a", T0 + 12.5, retries=2),
+        retried("a", T0 + 13),
+        received("a", T0 + 21, retries=2),
+        started("a", T0 + 22),
+        succeeded("a", T0 + 23),
+        received("a", T0 + 11, retries=1),
+    ]
+    engine = feed(events)
+    rec = engine.task("a")
+    assert [a.retries for a in rec.attempts] == [0, 1, 2]
+    assert [a.t_received for a in rec.attempts] == [T0 + 1, T0 + 11, T0 + 21]
+    assert engine.events_late == 1
+
+
 def test_retry_whose_next_attempt_is_received_before_the_retried_event():
     """With a countdown the worker receives the next message before it reports the retry."""
     events = [

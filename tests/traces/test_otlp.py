@@ -113,6 +113,9 @@ def test_workflows_become_trace_trees(
     flaky = sorted(got["flaky"], key=lambda s: s.attributes["celery.task.retries"])
     assert [s.attributes["celery.task.retries"] for s in flaky] == [0, 1, 2]
     assert [s.attributes["celery.task.state"] for s in flaky] == ["RETRY", "RETRY", "SUCCESS"]
+    # Each retry is sent with one failure less: every span shows the kwargs it ran with.
+    kwargs = [s.attributes["celery.task.kwargs"] for s in flaky]
+    assert kwargs == [f"{{'failures': {n}}}" for n in (2, 1, 0)]
     assert all(s.status == 0 for s in flaky), "retries are not errors"
 
     (fail,) = got["fail"]

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from clearly_exporter.traces.ids import span_id
-from clearly_exporter.traces.spans import attempt_key
-from tests.engine.events import T0, failed, feed, received, rejected, started, succeeded
+from clearly_exporter.traces.spans import attempt_key, view_of
+from tests.engine.events import (
+    T0,
+    failed,
+    feed,
+    received,
+    rejected,
+    retried_with_new_args,
+    started,
+    succeeded,
+)
 
 
 def keys(engine, uuid: str) -> list[tuple[str, int, int]]:
@@ -39,3 +48,15 @@ def test_deliveries_in_order_are_numbered_from_zero():
         ]
     )
     assert keys(engine, "a") == [("a", 0, 0), ("a", 0, 1)]
+
+
+def test_each_attempt_of_a_retried_task_shows_the_args_it_was_sent_with():
+    """``retry(args=...)``: the next attempt's events come before the retried one is a span."""
+    engine = feed([event for stream in retried_with_new_args() for event in stream])
+    rec = engine.task("a")
+    views = [view_of(rec, att, None) for att in rec.attempts]
+    assert [(v.state, v.args, v.kwargs) for v in views] == [
+        ("RETRY", "(3,)", "{'n': 0}"),
+        ("RETRY", "(2,)", "{'n': 1}"),
+        ("SUCCESS", "(1,)", "{'n': 2}"),
+    ]
