@@ -50,6 +50,8 @@ RESTART_EVERY = 5.0
 RESTART_MAX = 300.0
 #: How long a child orphaned by the exporter's death may take to flush.
 ORPHAN_FLUSH = 5.0
+#: Sent to the whole process group to stop the exporter: not for the child.
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,11 @@ class ChildConfig:
 def child_main(reader: Connection, counts: Any, config: ChildConfig) -> None:
     """The span process: views from ``reader`` until a stop message or the pipe closes."""
     # Ctrl-C and SIGTERM reach the whole process group; the exporter decides when to stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Blocked since before this process existed (see ``SpanProcess.start``): ignored now,
+    # any that came meanwhile are discarded as they are unblocked.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     if config.logs is not None:
         logs.setup(*config.logs)
     try:
@@ -199,7 +204,13 @@ class SpanProcess:
             name="clearly-span-process",
             daemon=True,
         )
-        self._child.start()
+        # Blocked in the child from its first instant: a spawned interpreter takes ~0.3 s
+        # to reach ``child_main``, and a Ctrl-C to the group meanwhile would kill it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self._child.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         reader.close()
         if self._started_at == float("-inf"):
             # Without it an interpreter exiting without stop() waits forever on the child

@@ -10,6 +10,7 @@ is full, ended attempts wait for room, up to ``max_waiting`` of them.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict, deque
 
 from clearly_exporter.engine import Engine, TaskRecord, Transition
@@ -18,6 +19,9 @@ from clearly_exporter.engine.states import BIT, RANK
 from clearly_exporter.traces.spans import view_of
 from clearly_exporter.traces.worker import SpanQueue
 
+#: How often a flush at shutdown looks for room in a full span queue: the span process
+#: frees room as it exports, and says so through shared counters, not a wake-up.
+ROOM_POLL = 0.01
 #: The states whose own events, with the outcome's, leave nothing late to wait for.
 WHOLE = BIT["PENDING"] | BIT["RECEIVED"] | BIT["STARTED"]
 
@@ -95,13 +99,29 @@ class TraceSink:
             else:
                 self._export(rec, att, incomplete=att.outcome is None)
 
-    def flush(self) -> None:
-        """Export every ended attempt now (at shutdown), without waiting for the grace."""
-        while self._ready:
-            self._export(*self._ready.popleft())
-        while self._due:
-            _, rec, att = self._due.popleft()
-            self._export(rec, att)
+    def flush(self, until: float) -> None:
+        """Export every ended attempt now (at shutdown), without waiting for the grace.
+
+        While the span queue is full they wait for room, until ``until`` (monotonic);
+        those still waiting then are dropped (``queue_full``).
+        """
+        waiting = self._ready
+        waiting.extend((rec, att) for _, rec, att in self._due)
+        self._due.clear()
+        while waiting and (not self.spans.full() or self._room_by(until)):
+            self._export(*waiting.popleft())
+        while waiting:
+            self._export(*waiting.popleft())
+
+    def _room_by(self, until: float) -> bool:
+        """Wait for the span queue to have room; False if it has none by ``until``."""
+        while self.spans.full():
+            self.spans.tick()  # what is pending goes out, so room can come
+            left = until - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(ROOM_POLL, left))
+        return True
 
     def _export(self, rec: TaskRecord, att: Attempt, incomplete: bool = False) -> None:
         if att.flags & SPAN_DONE:

@@ -120,8 +120,10 @@ class Tracing:
         self.spans.start()
 
     def stop(self, seconds: float) -> None:
-        """Export what ended, then flush the queue within ``seconds``."""
-        deadline = time.monotonic() + seconds
+        """Export what ended (waiting for room in a full queue for half of ``seconds``),
+        then flush the queue within ``seconds``."""
+        now = time.monotonic()
+        deadline = now + seconds
         with self.engine.lock:  # no tick (a consumer not stopped yet) may send meanwhile
-            self.sink.flush()
+            self.sink.flush(now + seconds / 2)
             self.spans.stop(deadline)

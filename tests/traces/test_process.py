@@ -113,6 +113,22 @@ def test_a_full_queue_refuses_and_a_dead_child_is_counted_and_replaced(receiver,
     assert "task-100" in {s.attributes["celery.task.id"] for s in receiver.snapshot()}
 
 
+def test_ctrl_c_and_sigterm_while_the_child_starts_up_do_not_kill_it(receiver, capfd):
+    """They reach the whole process group; the exporter alone decides when it stops."""
+    spans = SpanProcess(config(receiver.endpoint))
+    spans.start()  # the child is still importing when both arrive
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        os.kill(spans._child.pid, sig)
+    for n in range(10):
+        spans.submit(view(n))
+    spans.tick()
+    wait_for(lambda: spans.exported == 10, 30, "the spans, through the same child")
+    assert spans._child.is_alive()
+    spans.stop(time.monotonic() + 10)
+    assert spans.dropped == {"queue_full": 0, "export_error": 0}
+    assert "Traceback" not in capfd.readouterr().err
+
+
 #: A script's start: a span process exporting to ``argv[1]``, given ``{count}`` spans.
 SUBMITTED = """
 import os, sys, threading

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
@@ -181,6 +182,8 @@ class Recorder:
         self.room = room
         self.taken = 0
         self.dropped = {"queue_full": 0}
+        #: Whether a tick takes every view submitted, as a span process that keeps up.
+        self.taking = False
 
     def full(self) -> bool:
         return self.room is not None and len(self.views) - self.taken >= self.room
@@ -192,7 +195,8 @@ class Recorder:
         self.views.append(view)
 
     def tick(self) -> None:
-        """Nothing waits."""
+        if self.taking:
+            self.taken = len(self.views)
 
 
 def whole_tasks(engine: Engine, count: int) -> list[str]:
@@ -219,6 +223,19 @@ def test_a_burst_waits_for_room_in_the_queue_and_past_its_bound_the_oldest_are_d
     engine.tick(T0 + 0.4)
     assert [v.key[0] for v in recorder.views] == tasks[:10] + tasks[15:]
     assert recorder.dropped["queue_full"] == 5
+
+
+def test_at_shutdown_attempts_waiting_for_room_wait_for_it_until_the_deadline():
+    for taking, delivered in ((True, 30), (False, 10)):
+        engine, recorder = Engine(), Recorder(room=10)
+        sink = TraceSink(engine, recorder, grace=1.0)
+        tasks = whole_tasks(engine, 30)
+        engine.tick(T0 + 0.1)
+        assert len(recorder.views) == 10, "20 wait for room"
+        recorder.taking = taking
+        sink.flush(time.monotonic() + (5 if taking else 0.05))
+        assert [v.key[0] for v in recorder.views] == tasks[:delivered]
+        assert recorder.dropped["queue_full"] == 30 - delivered
 
 
 def test_an_attempt_whose_every_event_came_needs_no_grace():
