@@ -21,6 +21,7 @@ from clearly_exporter import __version__
 from clearly_exporter.engine import Engine, Snapshot
 from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histogram
 from clearly_exporter.metrics.exposition import (
+    AgeFamily,
     CachedFamily,
     Caches,
     HistogramFamily,
@@ -142,10 +143,7 @@ class EngineCollector(Collector):
         )
         # Every scrape, 16,000 series at 1,000 names: comprehensions rather than a loop.
         count = {key: n for key, (n, _) in t.in_progress.items()}
-        age = {
-            key: 0.0 if oldest is None or oldest >= now else now - oldest
-            for key, (_, oldest) in t.in_progress.items()
-        }
+        oldest = {key: since for key, (_, since) in t.in_progress.items()}
         yield self._family(
             "celery_tasks_in_progress",
             "Tasks now in each in-progress state.",
@@ -153,12 +151,13 @@ class EngineCollector(Collector):
             (*labels, "state"),
             count,
         )
-        yield self._family(
+        yield AgeFamily(
             "celery_task_oldest_in_progress_age_seconds",
             "Age of the oldest task in each in-progress state (0 when none).",
-            "gauge",
             (*labels, "state"),
-            age,
+            oldest,
+            self._rendered.of("celery_task_oldest_in_progress_age_seconds"),
+            now,
         )
 
     def _workers(self, snap: Snapshot) -> Iterator[CachedFamily]:
@@ -210,13 +209,15 @@ class EngineCollector(Collector):
             worker,
             interval,
         )
-        yield self._family(
+        last = self._family(
             "celery_worker",
             "Worker software and process.",
             "info",
             ("worker", "sw_ident", "sw_ver", "sw_sys", "pid"),
             info,
         )
+        last.final = True
+        yield last
 
     def _queues(self, probe: QueueProbe, probing: Probing) -> Iterator[Metric]:
         depths = probe.result(probing)

@@ -91,6 +91,8 @@ class Spec(NamedTuple):
     labels: tuple[str, ...]
     bounds: tuple[float, ...] = ()
     exemplars: bool = False
+    #: For an ``AgeFamily``: the time its ages are worked out at.
+    at: float | None = None
 
 
 class SeriesCache:
@@ -131,6 +133,10 @@ class CachedFamily:
     """
 
     unit = ""
+    #: The last of a scrape's engine families, yielded under the engine lock: a render
+    #: request can go at once, before the lock is released (after, each of its system
+    #: calls waits for the GIL behind the consumer: ~25 ms a scrape under load).
+    final = False
     #: Series per block: about 50 KB of lines. Fewer would render less of what did not
     #: change; more, fewer writes and comparisons.
     block = 512
@@ -268,6 +274,49 @@ class ScalarFamily(CachedFamily):
         ]
 
 
+class AgeFamily(ScalarFamily):
+    """A gauge of ages: its rows are start times (None: no start, age 0), worked out as
+    ages at ``at`` only when rendered.
+
+    Start times change seldom, and ages every scrape: the render process is sent only the
+    start times that changed (16,000 ages at 1,000 task names were each sent every scrape).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: tuple[str, ...],
+        rows: Mapping[Key, float | None],
+        caches: tuple[SeriesCache, SeriesCache],
+        at: float,
+    ) -> None:
+        super().__init__(name, documentation, "gauge", labels, rows, caches)
+        self.at = at
+
+    @property
+    def spec(self) -> Spec:
+        return Spec(False, self.name, self.documentation, self.type, self.labels, at=self.at)
+
+    def ages(self, starts: Iterable[float | None]) -> list[float]:
+        at = self.at
+        return [0.0 if start is None or start >= at else at - start for start in starts]
+
+    def render_series(
+        self, out: list[bytes], openmetrics: bool, keys: list[Key], values: list
+    ) -> None:
+        """``values`` are start times: rendered as ages."""
+        super().render_series(out, openmetrics, keys, self.ages(values))
+
+    @property
+    def samples(self) -> list[Sample]:
+        labels, ages = self.labels, self.ages(self.rows.values())
+        return [
+            Sample(self.name, dict(zip(labels, key, strict=True)), age)
+            for key, age in zip(self.rows, ages, strict=True)
+        ]
+
+
 class HistogramFamily(CachedFamily):
     """Histogram series; exemplars (if ``exemplars``) only in OpenMetrics."""
 
@@ -379,10 +428,12 @@ class HistogramFamily(CachedFamily):
 
 def build(spec: Spec, caches: Caches) -> CachedFamily:
     """A family made again from its ``spec``, without rows, rendering through ``caches``."""
-    histogram, name, documentation, typ, labels, bounds, exemplars = spec
+    histogram, name, documentation, typ, labels, bounds, exemplars, at = spec
     if histogram:
         by_format = caches.of(name, exemplars)
         return HistogramFamily(name, documentation, labels, {}, by_format, bounds, exemplars)
+    if at is not None:
+        return AgeFamily(name, documentation, labels, {}, caches.of(name), at)
     return ScalarFamily(name, documentation, typ, labels, {}, caches.of(name))
 
 

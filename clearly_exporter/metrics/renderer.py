@@ -204,6 +204,9 @@ class RenderProcess:
                     # consumer waits rather than taking turns at the GIL with this for
                     # twice as long.
                     payload.add(update(metric, self._sent))
+                    if metric.final:
+                        self._send(payload.done(), fd)
+                        sent = True
                     continue
                 if not sent:
                     self._send(payload.done(), fd)

@@ -88,6 +88,21 @@ def test_the_render_process_writes_what_this_process_renders(renderer):
     assert pid is not None and pid != os.getpid()
 
 
+def test_the_request_goes_before_the_engine_lock_is_released(renderer, monkeypatch):
+    """After it, each system call of the send waits for the GIL behind the consumer."""
+    cluster = busy_cluster()
+    held = []
+    send = renderer._send
+
+    def spy(payload: bytes, fd: int) -> None:
+        held.append(cluster.engine.lock.locked())
+        send(payload, fd)
+
+    monkeypatch.setattr(renderer, "_send", spy)
+    assert lines(scrape(renderer, cluster, "")) == lines(generate(cluster.registry, "")[0])
+    assert held == [True]
+
+
 def test_a_dead_render_process_is_replaced_and_no_scrape_is_lost(renderer, clock):
     cluster = busy_cluster()
     scrape(renderer, cluster, "")
