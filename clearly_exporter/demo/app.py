@@ -88,7 +88,7 @@ def flaky(self: Task, key: str, failures: int = 2) -> str:
     retries = self.request.retries
     if failures > 0:
         raise self.retry(
-            kwargs={"failures": failures - 1},
+            kwargs={**self.request.kwargs, "failures": failures - 1},
             exc=RuntimeError(f"{key} not ready (attempt {retries + 1})"),
             countdown=0.2,
             max_retries=5,

@@ -85,11 +85,18 @@ def _pin_calls(rec: TaskRecord, att: Attempt, event: dict) -> None:
     for other in rec._attempts:  # type: ignore[union-attr]
         if other.call is None:
             other.call = (rec.args, rec.kwargs)
-    args, kwargs = event.get("args"), event.get("kwargs")
-    att.call = (
-        rec.args if args is None else _field_text(args),
-        rec.kwargs if kwargs is None else _field_text(kwargs),
-    )
+    args, kwargs = att.call  # type: ignore[misc]
+    att.call = (_sent_with(event.get("args"), args), _sent_with(event.get("kwargs"), kwargs))
+
+
+def _sent_with(value: object, kept: str | None) -> str | None:
+    """An event's args (or kwargs) as its attempt keeps them: the text it kept when the
+    event has none or the same (one string for every attempt of a task retried as it
+    was sent)."""
+    if value is None:
+        return kept
+    text = _field_text(value)
+    return kept if text == kept else text
 
 
 class Engine:

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -206,6 +207,9 @@ class SpanProcess:
         )
         # Blocked in the child from its first instant: a spawned interpreter takes ~0.3 s
         # to reach ``child_main``, and a Ctrl-C to the group meanwhile would kill it.
+        # multiprocessing's resource tracker is started first: starting it in the
+        # blocked window would unblock them (it blocks and unblocks them for its own).
+        resource_tracker.ensure_running()
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             self._child.start()

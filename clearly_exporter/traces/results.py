@@ -149,6 +149,8 @@ class ResultFetcher:
         state = draft.span.attributes["celery.task.state"]
         if "celery.task.traceback" in values and meta.get("traceback") and meta["status"] == state:
             values["celery.task.traceback"] = meta["traceback"]
+        if draft.own_args:
+            return  # a retry changed them: the backend's are the latest attempt's
         if meta.get("args") is not None and "celery.task.args" in values:
             values["celery.task.args"] = repr(tuple(meta["args"]))
         if meta.get("kwargs") is not None and "celery.task.kwargs" in values:

@@ -75,6 +75,8 @@ class AttemptView(NamedTuple):
     exception: str | None
     traceback: str | None
     incomplete: bool
+    #: Sent with args other than the task's latest (``retry(args=...)``).
+    own_args: bool = False
 
 
 @dataclass(slots=True)
@@ -145,6 +147,7 @@ def view_of(
 ) -> AttemptView:
     """The view of ``att``, read now: later events may still change the records."""
     args, kwargs = call_of(rec, att)
+    own_args = args != rec.args or kwargs != rec.kwargs
     return AttemptView(
         attempt_key(rec, att),
         parent_key(rec, parent),
@@ -170,6 +173,7 @@ def view_of(
         att.exception,
         att.traceback,
         incomplete,
+        own_args,
     )
 
 
@@ -194,6 +198,9 @@ class Draft:
     #: (exception class, message, traceback) of a FAILURE, as the event told them.
     failure: tuple[str, str, str] | None = None
     retry_reason: str | None = None
+    #: Sent with args other than the task's latest: the backend's (the latest) are not
+    #: this attempt's.
+    own_args: bool = False
 
     @property
     def task_id(self) -> str:
@@ -292,7 +299,7 @@ def build_draft(view: AttemptView, settings: SpanSettings) -> Draft:
         events,
         None,
     )
-    return Draft(span, values, settings, failure, retry_reason)
+    return Draft(span, values, settings, failure, retry_reason, view.own_args)
 
 
 def _state_events(view: AttemptView, start: int, end: int) -> list[SpanEvent]:

@@ -147,3 +147,18 @@ def test_a_task_with_one_attempt_keeps_its_args_once():
     rec = feed(retried_with_new_args()[-1]).task("a")
     (only,) = rec.attempts
     assert only.call is None and call_of(rec, only) == ("(1,)", "{'n': 2}")
+
+
+def test_a_late_event_without_args_keeps_its_attempts_own():
+    events = [event for stream in retried_with_new_args() for event in stream]
+    late = received("a", T0 + 11, retries=1)
+    del late["args"], late["kwargs"]
+    rec = feed([*events, late]).task("a")
+    assert [call_of(rec, att)[0] for att in rec.attempts] == ["(3,)", "(2,)", "(1,)"]
+
+
+def test_attempts_retried_with_the_same_args_share_one_string():
+    events = [dict(event, args="(7,)") for stream in retried_with_new_args() for event in stream]
+    rec = feed(events).task("a")
+    assert {call_of(rec, att)[0] for att in rec.attempts} == {"(7,)"}
+    assert len({id(att.call[0]) for att in rec.attempts}) == 1
