@@ -13,6 +13,7 @@ from tests.engine.events import (
     received,
     rejected,
     retried,
+    retried_with_new_args,
     revoked,
     sent,
     started,
@@ -112,21 +113,9 @@ def test_retry_when_the_new_attempt_outruns_the_old_one():
 
 def test_a_late_received_of_an_earlier_attempt_is_stamped_on_that_attempt():
     """Its retries name the attempt: the last one, long past RECEIVED, is not it."""
-    events = [
-        sent("a", T0, retries=0),
-        received("a", T0 + 1, retries=0),
-        started("a", T0 + 2),
-        sent("a", T0 + 2.5, retries=1),
-        retried("a", T0 + 3),
-        started("a", T0 + 12),
-        sent("a", T0 + 12.5, retries=2),
-        retried("a", T0 + 13),
-        received("a", T0 + 21, retries=2),
-        started("a", T0 + 22),
-        succeeded("a", T0 + 23),
-        received("a", T0 + 11, retries=1),
-    ]
-    engine = feed(events)
+    producer, *workers = retried_with_new_args()
+    late = workers[1].pop(0)  # attempt 1's task-received, held back
+    engine = feed([*producer, *(event for worker in workers for event in worker), late])
     rec = engine.task("a")
     assert [a.retries for a in rec.attempts] == [0, 1, 2]
     assert [a.t_received for a in rec.attempts] == [T0 + 1, T0 + 11, T0 + 21]
