@@ -129,7 +129,7 @@ class TaskRecord:
 
 
 def call_of(rec: TaskRecord, att: Attempt) -> tuple[str | None, str | None]:
-    """The args and kwargs ``att`` was sent with (a task's own are its latest)."""
+    """The args and kwargs ``att`` was sent with (of a task with one attempt: its own)."""
     return att.call or (rec.args, rec.kwargs)
 
 
