@@ -10,7 +10,14 @@ from clearly_exporter.api.filters import matcher
 from clearly_exporter.api.stream import KEEPALIVE, StreamClient, StreamFilter, StreamHub
 from clearly_exporter.engine import Engine
 from clearly_exporter.traces.redact import Redactor
-from tests.engine.events import T0, received, started, succeeded, worker_event
+from tests.engine.events import (
+    T0,
+    received,
+    retried_with_new_args,
+    started,
+    succeeded,
+    worker_event,
+)
 
 
 class Transport:
@@ -123,3 +130,25 @@ def test_a_full_inbox_cuts_every_client_instead_of_growing():
     hub, clients = asyncio.run(scenario())
     assert [c.reason for c in clients] == ["the stream fell behind the event rate; reconnect"] * 2
     assert (hub.cutoffs, hub.clients) == (2, ())
+
+
+def test_a_retried_task_streams_each_attempt_with_the_args_it_was_sent_with():
+    """The next attempt's task-received comes before the retried event it follows."""
+
+    async def scenario():
+        engine = Engine()
+        hub = StreamHub(engine, Redactor())
+        client = hub.connect(ALL, Transport())
+        producer, first, second, third = retried_with_new_args()
+        first_retried = first.pop()
+        for event in [*producer, *first, second[0], first_retried, *second[1:], *third]:
+            engine.handle(event, T0)
+        await hub.flush()
+        return await payloads(client)
+
+    outcomes = [d for _, d in asyncio.run(scenario()) if d["state"] in ("RETRY", "SUCCESS")]
+    assert [(d["state"], d["args"]) for d in outcomes] == [
+        ("RETRY", "(3,)"),
+        ("RETRY", "(2,)"),
+        ("SUCCESS", "(1,)"),
+    ]
