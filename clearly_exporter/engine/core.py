@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from clearly_exporter.engine.fields import COMMON_VALUES, as_number, as_text
-from clearly_exporter.engine.histogram import LAG_BUCKETS, Histogram
+from clearly_exporter.engine.histogram import LAG_BUCKETS, Frozen, Histogram
 from clearly_exporter.engine.inference import current_state, reach, select_attempt
 from clearly_exporter.engine.records import HAS_ETA, Attempt, TaskRecord, Transition
 from clearly_exporter.engine.rules import RULES, EventRule, custom_rule
@@ -60,7 +60,7 @@ class Snapshot:
     events_late: int
     events_invalid: int
     inferred: dict[str, int]
-    event_lag: Histogram
+    event_lag: Frozen
     tasks_tracked: int
     tasks_evicted: int
     events_lost: int
@@ -489,7 +489,7 @@ class Engine:
             events_late=self.events_late,
             events_invalid=self.events_invalid,
             inferred=dict(self.inferred),
-            event_lag=self.event_lag.copy(),
+            event_lag=self.event_lag.freeze(),
             tasks_tracked=len(self._tasks),
             tasks_evicted=self.tasks_evicted,
             events_lost=self.workers.lost,

@@ -7,9 +7,10 @@ the collector renders a snapshot at scrape time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
-from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histogram, Histograms
+from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histograms, Table
 from clearly_exporter.engine.records import (
     HAS_ETA,
     SEEN_PREFETCH,
@@ -21,6 +22,8 @@ from clearly_exporter.engine.records import (
 from clearly_exporter.engine.states import FAILURE, IN_PROGRESS, SUCCESS
 
 Key = tuple[str, str]
+#: A series with its state: (name, queue, state).
+StateKey = tuple[str, str, str]
 #: Root task id → trace id, for exemplars; asked only when an observation is made.
 TraceOf = Callable[[str], str]
 
@@ -35,16 +38,25 @@ def exception_class(exception: str | None) -> str:
     return exception.split("(", 1)[0].strip()[:200] or UNKNOWN
 
 
+class InProgress(NamedTuple):
+    """The in-progress series by position: each one's tasks, and since when the oldest of
+    them is there (None when it has none)."""
+
+    keys: list[StateKey]
+    counts: list[int]
+    since: list[float | None]
+
+
 @dataclass
 class TaskMetricsSnapshot:
     """A consistent copy for one scrape."""
 
-    tasks: dict[tuple[str, str, str], int]
-    failures: dict[tuple[str, str, str], int]
-    runtime: dict[tuple[str, str, str], Histogram]
-    queue_wait: dict[Key, Histogram]
-    prefetch_wait: dict[Key, Histogram]
-    in_progress: dict[tuple[str, str, str], tuple[int, float | None]] = field(default_factory=dict)
+    tasks: dict[StateKey, int]
+    failures: dict[StateKey, int]
+    runtime: Table
+    queue_wait: Table
+    prefetch_wait: Table
+    in_progress: InProgress
 
 
 class TaskMetrics:
@@ -54,16 +66,16 @@ class TaskMetrics:
         self.max_names = max_names
         self.default_queue = default_queue
         self._names: set[str] = set()
-        self.tasks: dict[tuple[str, str, str], int] = {}
-        self.failures: dict[tuple[str, str, str], int] = {}
+        self.tasks: dict[StateKey, int] = {}
+        self.failures: dict[StateKey, int] = {}
         self.runtime = Histograms(DURATION_BUCKETS)
         self.queue_wait = Histograms(DURATION_BUCKETS)
         self.prefetch_wait = Histograms(DURATION_BUCKETS)
         #: Per in-progress series, its tasks since when, oldest first: plain dicts keep
         #: insertion order, and are quicker than ``OrderedDict`` both to update and to ask
         #: for their first key.
-        self._buckets: dict[tuple[str, str, str], dict[str, float]] = {}
-        self._placed: dict[str, tuple[str, str, str]] = {}
+        self._buckets: dict[StateKey, dict[str, float]] = {}
+        self._placed: dict[str, StateKey] = {}
 
     def label(self, name: str | None, queue: str | None) -> Key:
         """Fix a task's labels: its name (``other`` past ``max_names``) and queue."""
@@ -133,13 +145,18 @@ class TaskMetrics:
         return TaskMetricsSnapshot(
             tasks=dict(self.tasks),
             failures=dict(self.failures),
-            runtime=self.runtime.snapshot(),
-            queue_wait=self.queue_wait.snapshot(),
-            prefetch_wait=self.prefetch_wait.snapshot(),
-            # 16,000 series at 1,000 names, every scrape: a comprehension, and the first
-            # key then its value (half the cost of the first of ``values()``).
-            in_progress={
-                key: (len(bucket), bucket[next(iter(bucket))] if bucket else None)
-                for key, bucket in self._buckets.items()
-            },
+            runtime=self.runtime.table(),
+            queue_wait=self.queue_wait.table(),
+            prefetch_wait=self.prefetch_wait.table(),
+            in_progress=self._in_progress(),
+        )
+
+    def _in_progress(self) -> InProgress:
+        """16,000 series at 1,000 names, every scrape: lists by comprehension, and the
+        first key then its value (half the cost of the first of ``values()``)."""
+        buckets = list(self._buckets.values())
+        return InProgress(
+            list(self._buckets),
+            [len(bucket) for bucket in buckets],
+            [bucket[next(iter(bucket))] if bucket else None for bucket in buckets],
         )

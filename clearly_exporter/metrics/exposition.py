@@ -5,7 +5,7 @@ prometheus_client formats every sample on every scrape (~8 µs each): at 1,000 t
 needs. Here a family's series are kept in blocks, each with a ``bytes`` template of its
 lines (labels baked in) and its last rendering. A block none of whose series changed since
 the last scrape (a counter's value is equal; a histogram hands out the same read-only copy,
-see ``Histogram.copy``) is reused as it is; one that changed is rendered again by a single
+see ``Histogram.freeze``) is reused as it is; one that changed is rendered again by a single
 ``template % values``, ~1 µs for a histogram's 15 lines (``bytes %`` formats ints about
 three times as fast as ``str %``, and needs no encoding afterwards). Histogram blocks also
 keep each series' lines: under a steady load a few series of most blocks change between
@@ -19,7 +19,7 @@ state. The exporter's other, small families go through prometheus_client as befo
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from itertools import accumulate
 from typing import Any, NamedTuple
 
@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
 
-from clearly_exporter.engine.histogram import Histogram
+from clearly_exporter.engine.histogram import Frozen, cumulative
 
 OPENMETRICS = "application/openmetrics-text"
 #: A series' label values, in the order of its family's label names.
@@ -82,7 +82,7 @@ class Block:
 
 
 class Spec(NamedTuple):
-    """A family without its rows and caches: what ``build`` makes it again from."""
+    """A family without its series and caches: what ``build`` makes it again from."""
 
     histogram: bool
     name: str
@@ -100,7 +100,7 @@ class SeriesCache:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        #: The family's keys and values as last rendered, in the rows' order.
+        #: The family's keys and values as last rendered, by position.
         self.keys: list[Key] = []
         self.values: list[object] = []
         #: One per ``CachedFamily.block`` series.
@@ -147,15 +147,21 @@ class CachedFamily:
         documentation: str,
         typ: str,
         labels: tuple[str, ...],
-        rows: Mapping[Key, object],
+        keys: list[Key],
+        values: list,
         caches: tuple[SeriesCache, SeriesCache],
     ) -> None:
         self.name = name
         self.documentation = documentation
         self.type = typ
         self.labels = labels
-        self.rows = rows
+        #: The series by position: a key's value is at the same place.
+        self.keys = keys
+        self.values = values
         self.caches = caches
+        #: (generation, positions changed since the generation before), when the engine
+        #: knows them: ``delta`` then sends those without comparing every series.
+        self.changes: tuple[int, list[int]] | None = None
 
     def labelset(self, key: Key) -> str:
         return ",".join(f'{n}="{escape(v)}"' for n, v in zip(self.labels, key, strict=True))
@@ -166,12 +172,12 @@ class CachedFamily:
 
     def render(self, out: list[bytes], openmetrics: bool) -> None:
         """Append the family's header and its blocks to ``out``."""
-        self.render_series(out, openmetrics, list(self.rows), list(self.rows.values()))
+        self.render_series(out, openmetrics, self.keys, self.values)
 
     def render_series(
         self, out: list[bytes], openmetrics: bool, keys: list[Key], values: list
     ) -> None:
-        """Append the header and the blocks of these series (the rows, in order) to ``out``.
+        """Append the header and the blocks of these series (by position) to ``out``.
 
         The engine's tables only ever append, so a snapshot's keys are the last one's, in
         the same order, then new ones: only the last block's template and new blocks' are
@@ -266,16 +272,16 @@ class ScalarFamily(CachedFamily):
 
     @property
     def samples(self) -> list[Sample]:
-        """For prometheus_client's encoders: the same rows as ordinary samples."""
+        """For prometheus_client's encoders: the same series as ordinary samples."""
         name = self.sample_name
         return [
             Sample(name, dict(zip(self.labels, key, strict=True)), value)
-            for key, value in self.rows.items()
+            for key, value in zip(self.keys, self.values, strict=True)
         ]
 
 
 class AgeFamily(ScalarFamily):
-    """A gauge of ages: its rows are start times (None: no start, age 0), worked out as
+    """A gauge of ages: its values are start times (None: no start, age 0), worked out as
     ages at ``at`` only when rendered.
 
     Start times change seldom, and ages every scrape: the render process is sent only the
@@ -287,11 +293,12 @@ class AgeFamily(ScalarFamily):
         name: str,
         documentation: str,
         labels: tuple[str, ...],
-        rows: Mapping[Key, float | None],
+        keys: list[Key],
+        values: list[float | None],
         caches: tuple[SeriesCache, SeriesCache],
         at: float,
     ) -> None:
-        super().__init__(name, documentation, "gauge", labels, rows, caches)
+        super().__init__(name, documentation, "gauge", labels, keys, values, caches)
         self.at = at
 
     @property
@@ -310,15 +317,15 @@ class AgeFamily(ScalarFamily):
 
     @property
     def samples(self) -> list[Sample]:
-        labels, ages = self.labels, self.ages(self.rows.values())
+        labels, ages = self.labels, self.ages(self.values)
         return [
             Sample(self.name, dict(zip(labels, key, strict=True)), age)
-            for key, age in zip(self.rows, ages, strict=True)
+            for key, age in zip(self.keys, ages, strict=True)
         ]
 
 
 class HistogramFamily(CachedFamily):
-    """Histogram series; exemplars (if ``exemplars``) only in OpenMetrics."""
+    """Histogram series, as frozen values; exemplars (if ``exemplars``) only in OpenMetrics."""
 
     #: A histogram's 15 lines are ~1.7 KB.
     block = 32
@@ -328,12 +335,13 @@ class HistogramFamily(CachedFamily):
         name: str,
         documentation: str,
         labels: tuple[str, ...],
-        rows: Mapping[Key, Histogram],
+        keys: list[Key],
+        values: list[Frozen],
         caches: tuple[SeriesCache, SeriesCache],
         bounds: tuple[float, ...],
         exemplars: bool = False,
     ) -> None:
-        super().__init__(name, documentation, "histogram", labels, rows, caches)
+        super().__init__(name, documentation, "histogram", labels, keys, values, caches)
         self.bounds = bounds
         self.exemplars = exemplars
         self._les = [f'le="{b!r}"}} ' for b in map(float, bounds)] + ['le="+Inf"} ']
@@ -382,10 +390,9 @@ class HistogramFamily(CachedFamily):
         if changed * 2 > len(values):
             args: list = []
             extend, append = args.extend, args.append
-            for hist in values:
-                extend(accumulate(hist.counts))
+            for counts, total, _ in values:
+                extend(accumulate(counts))
                 append(args[-1])
-                total = hist.total
                 append(total if total < PLAIN_SUM else Verbatim(floatToGoString(total)))
             block.body, block.parts = whole % tuple(args), None
             return
@@ -398,50 +405,50 @@ class HistogramFamily(CachedFamily):
         # Not joined: ~38 MB copied again each scrape (20 ms) for one ``writev`` to copy.
         block.body = parts
 
-    def _lines(self, key: Key, hist: Histogram) -> str:
+    def _lines(self, key: Key, hist: Frozen) -> str:
         """A series' lines with its exemplars (OpenMetrics): seldom scraped, not templated."""
         name, labels = self.name, self.labelset(key)
-        counts = list(accumulate(hist.counts))
+        counts = list(accumulate(hist[0]))
         bucket = f"{name}_bucket{{{labels},"
-        exemplars = hist.exemplars or [None] * len(counts)
+        exemplars = hist[2] or [None] * len(counts)
         lines = [
             f"{bucket}{le}{n}{exemplar_text(ex) if ex else ''}\n"
             for le, n, ex in zip(self._les, counts, exemplars, strict=True)
         ]
         lines.append(f"{name}_count{{{labels}}} {counts[-1]}\n")
-        lines.append(f"{name}_sum{{{labels}}} {floatToGoString(hist.total)}\n")
+        lines.append(f"{name}_sum{{{labels}}} {floatToGoString(hist[1])}\n")
         return "".join(lines)
 
     @property
     def samples(self) -> list[Sample]:
-        """For prometheus_client's encoders: the same rows as ordinary samples."""
+        """For prometheus_client's encoders: the same series as ordinary samples."""
         out = []
-        for key, hist in self.rows.items():
+        for key, hist in zip(self.keys, self.values, strict=True):
             labels = dict(zip(self.labels, key, strict=True))
-            for bound, n, *exemplar in hist.cumulative():
+            for bound, n, *exemplar in cumulative(self.bounds, hist):
                 ex = exemplar[0] if exemplar and self.exemplars else None
                 out.append(Sample(f"{self.name}_bucket", {**labels, "le": bound}, n, None, ex))
-            out.append(Sample(f"{self.name}_count", labels, hist.count))
-            out.append(Sample(f"{self.name}_sum", labels, hist.total))
+            out.append(Sample(f"{self.name}_count", labels, sum(hist[0])))
+            out.append(Sample(f"{self.name}_sum", labels, hist[1]))
         return out
 
 
 def build(spec: Spec, caches: Caches) -> CachedFamily:
-    """A family made again from its ``spec``, without rows, rendering through ``caches``."""
+    """A family made again from its ``spec``, without series, rendering through ``caches``."""
     histogram, name, documentation, typ, labels, bounds, exemplars, at = spec
     if histogram:
         by_format = caches.of(name, exemplars)
-        return HistogramFamily(name, documentation, labels, {}, by_format, bounds, exemplars)
+        return HistogramFamily(name, documentation, labels, [], [], by_format, bounds, exemplars)
     if at is not None:
-        return AgeFamily(name, documentation, labels, {}, caches.of(name), at)
-    return ScalarFamily(name, documentation, typ, labels, {}, caches.of(name))
+        return AgeFamily(name, documentation, labels, [], [], caches.of(name), at)
+    return ScalarFamily(name, documentation, typ, labels, [], [], caches.of(name))
 
 
-def _series(template: bytes, hist: Histogram) -> bytes:
+def _series(template: bytes, hist: Frozen) -> bytes:
     """One histogram series' lines: cumulative buckets, the count, the sum."""
-    args: list = list(accumulate(hist.counts))
+    counts, total, _ = hist
+    args: list = list(accumulate(counts))
     args.append(args[-1])
-    total = hist.total
     args.append(total if total < PLAIN_SUM else Verbatim(floatToGoString(total)))
     return template % tuple(args)
 

@@ -113,3 +113,9 @@ def interleaved(streams: list[list[dict]], rng: random.Random) -> list[dict]:
     while any(pending):
         out.append(rng.choice([s for s in pending if s]).pop(0))
     return out
+
+
+def in_progress(engine: Engine, now: float) -> dict[tuple, tuple[int, float | None]]:
+    """A scrape's in-progress series: (tasks, since when the oldest is there) by key."""
+    placed = engine.snapshot(now).tasks.in_progress
+    return dict(zip(placed.keys, zip(placed.counts, placed.since, strict=True), strict=True))

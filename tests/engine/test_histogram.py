@@ -1,48 +1,53 @@
-"""The engine's histogram: buckets, and copies a renderer can tell apart."""
+"""The engine's histogram: buckets, and frozen copies a renderer can tell apart."""
 
 from __future__ import annotations
 
-from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histogram, Histograms
+from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histogram, Histograms, cumulative
 
 
-def test_a_copy_is_shared_until_the_next_observation_and_keeps_its_values():
+def test_a_frozen_copy_is_shared_until_the_next_observation_and_keeps_its_values():
     hist = Histogram(DURATION_BUCKETS)
     hist.observe(0.07, "trace", 1.0)
-    first = hist.copy()
-    assert hist.copy() is first, "unchanged: the same copy, so a scrape need not render it"
+    first = hist.freeze()
+    assert hist.freeze() is first, "unchanged: the same copy, so a scrape need not render it"
     hist.observe(0.07)
-    second = hist.copy()
+    second = hist.freeze()
     assert second is not first
-    assert (first.count, second.count) == (1, 2)
-    assert first.cumulative()[2][:2] == ("0.1", 1)
-    assert second.cumulative()[2][:2] == ("0.1", 2)
+    assert (sum(first[0]), sum(second[0])) == (1, 2)
+    assert cumulative(DURATION_BUCKETS, first)[2][:2] == ("0.1", 1)
+    assert cumulative(DURATION_BUCKETS, second)[2][:2] == ("0.1", 2)
+    assert cumulative(DURATION_BUCKETS, first)[2][2].labels == {"trace_id": "trace"}
 
 
 def test_a_value_on_a_bound_falls_in_that_bucket():
     hist = Histogram((1.0, 60.0))
     for value in (1.0, 60.0, 61.0):
         hist.observe(value)
-    assert [n for _, n, *_ in hist.cumulative()] == [1, 2, 3]
+    assert [n for _, n, *_ in cumulative((1.0, 60.0), hist.freeze())] == [1, 2, 3]
 
 
-def test_a_snapshot_copies_again_only_what_changed_and_keeps_the_order():
-    table = Histograms(DURATION_BUCKETS)
-    table.observe(("a",), 0.2)
-    table.observe(("b",), 2.0)
-    first = table.snapshot()
-    assert list(first) == [("a",), ("b",)]
-    table.observe(("b",), 3.0)
-    table.observe(("c",), 0.01, "trace", 5.0)
-    table.observe(("b",), 4.0)
-    second = table.snapshot()
-    assert list(second) == list(table) == [("a",), ("b",), ("c",)]
-    assert second[("a",)] is first[("a",)], "unchanged: the same copy"
-    assert first[("b",)].count == 1 and first[("b",)].total == 2.0, "an old copy stays as it was"
-    assert second[("b",)].count == 3 and second[("b",)].total == 9.0
-    assert second[("c",)].exemplars[0].labels == {"trace_id": "trace"}
-    table.observe(("a",), 0.3)
-    third = table.snapshot()
-    assert third[("a",)].count == 2 and third[("a",)] is not second[("a",)]
-    assert third[("b",)] is second[("b",)] and third[("c",)] is second[("c",)]
-    for key, hist in table.items():
-        assert (third[key].counts, third[key].total) == (hist.counts, hist.total)
+def test_a_table_freezes_again_only_what_changed_marks_it_and_keeps_the_order():
+    histograms = Histograms(DURATION_BUCKETS)
+    histograms.observe(("a",), 0.2)
+    histograms.observe(("b",), 2.0)
+    first = histograms.table()
+    assert first.keys == [("a",), ("b",)] and sorted(first.changed) == [0, 1]
+    histograms.observe(("b",), 3.0)
+    histograms.observe(("c",), 0.01, "trace", 5.0)
+    histograms.observe(("b",), 4.0)
+    second = histograms.table()
+    assert second.keys == list(histograms) == [("a",), ("b",), ("c",)]
+    assert sorted(second.changed) == [1, 2], "each changed histogram once, new ones too"
+    assert second.generation == first.generation + 1
+    assert second.values[0] is first.values[0], "unchanged: the same copy"
+    assert first.values[1][1:] == (2.0, None), "an old copy stays as it was"
+    assert (sum(second.values[1][0]), second.values[1][1]) == (3, 9.0)
+    assert second.values[2][2][0].labels == {"trace_id": "trace"}
+    histograms.observe(("a",), 0.3)
+    third = histograms.table()
+    assert third.changed == [0] and sum(third.values[0][0]) == 2
+    assert third.values[1:] == second.values[1:]
+    assert all(a is b for a, b in zip(third.values[1:], second.values[1:], strict=True))
+    for hist, (counts, total, _) in zip(histograms.values(), third.values, strict=True):
+        assert (counts, total) == (hist.counts, hist.total)
+    assert histograms.table().changed == [], "nothing observed: nothing marked"

@@ -56,3 +56,47 @@ def test_ages_go_as_start_times_sent_only_when_the_oldest_task_changes():
     assert changed == [], "the same oldest tasks: nothing to send"
     grown = [after[series] - age for series, age in before.items()]
     assert sorted(grown) == [0.0] * (len(grown) - 2) + [3.0, 3.0], "2 tasks in progress"
+
+
+def test_histograms_go_as_the_engines_marks_or_in_full_after_a_generation_missed(monkeypatch):
+    """While every scrape is sent, a histogram family sends the positions the engine
+    marked, compared with nothing; after a scrape that was not sent (rendered in the
+    exporter meanwhile), it is compared in full. The render process stays right."""
+    cluster = busy_cluster()
+    series, sent = Series(), {}
+    compared: list[list] = []
+    real = delta.changes
+
+    def changes(keys, values, before):
+        compared.append(keys)
+        return real(keys, values, before)
+
+    monkeypatch.setattr(delta, "changes", changes)
+
+    def scrape(send: bool = True) -> tuple[dict[str, list], set[str]]:
+        compared.clear()
+        families = [m for m in cluster.registry.collect() if isinstance(m, HistogramFamily)]
+        updates, ours = [], []
+        for family in families:
+            if send:
+                updates.append(update(family, sent))
+            family.render(ours, False)
+        if send:  # in pieces cut otherwise where the two rendered different scrapes
+            assert b"".join(series.render(updates, False)) == b"".join(ours)
+        full = {f.name for f in families if any(keys is f.keys for keys in compared)}
+        return {spec.name: changed for spec, _, _, changed in updates}, full
+
+    names = {"celery_task_runtime_seconds", "celery_task_queue_wait_seconds"}
+    assert scrape()[1] >= names, "nothing sent yet: in full"
+    cluster.task("f", name="app.slow")
+    changed, full = scrape()
+    assert full == set()
+    assert [len(changed[name]) for name in sorted(names)] == [1, 1], "app.slow's alone"
+    assert changed["celery_task_prefetch_wait_seconds"] != []
+    assert scrape()[0]["celery_task_runtime_seconds"] == [], "nothing observed since"
+    cluster.task("g", name="app.new", queue="q2")
+    scrape(send=False)
+    cluster.task("h")
+    assert scrape()[1] >= names, "a generation missed: compared in full"
+    cluster.task("i", name="app.new", queue="q2")
+    assert scrape()[1] == set()

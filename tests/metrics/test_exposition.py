@@ -160,13 +160,14 @@ def test_percent_signs_in_label_values_are_not_placeholders():
 
 def test_values_written_as_prometheus_client_writes_them():
     """Non-finite and odd-typed values, and sums Go writes with an exponent."""
-    rows = {("a",): float("inf"), ("b",): 2, ("c",): 0.5, ("d",): float("nan")}
+    keys = [("a",), ("b",), ("c",), ("d",)]
+    values = [float("inf"), 2, 0.5, float("nan")]
     caches = (SeriesCache(), SeriesCache())
     out: list[bytes] = []
-    ScalarFamily("g", "doc", "gauge", ("k",), rows, caches).render(out, False)
+    ScalarFamily("g", "doc", "gauge", ("k",), keys, values, caches).render(out, False)
     assert b"".join(out[1:]) == b'g{k="a"} +Inf\ng{k="b"} 2\ng{k="c"} 0.5\ng{k="d"} NaN\n'
     out.clear()
-    ScalarFamily("g", "doc", "gauge", ("k",), {("b",): True}, caches).render(out, False)
+    ScalarFamily("g", "doc", "gauge", ("k",), [("b",)], [True], caches).render(out, False)
     assert out[1:] == [b'g{k="b"} 1.0\n']
     cluster = Cluster()
     cluster.feed(sent("a", T0), received("a", T0), started("a", T0))

@@ -192,7 +192,8 @@ class Families:
         self.fail = False
 
     def collect(self):
-        cached = ScalarFamily("c", "doc", "gauge", ("k",), dict(self.rows), self.caches.of("c"))
+        keys, values = list(self.rows), list(self.rows.values())
+        cached = ScalarFamily("c", "doc", "gauge", ("k",), keys, values, self.caches.of("c"))
         plain = GaugeMetricFamily("p", "doc", value=1)
         yield from (plain, cached) if self.plain_first else (cached,)
         if self.fail:
