@@ -232,6 +232,40 @@ def test_concurrent_scrapes_each_get_their_own_body(renderer):
         server.stop()
 
 
+class Shrinking:
+    """A collector of 20,000 series, then of 10."""
+
+    def __init__(self) -> None:
+        self.scrapes = 0
+
+    def collect(self):
+        family = GaugeMetricFamily("x", "x", labels=["l"])
+        for i in range(20_000 if self.scrapes == 0 else 10):
+            family.add_metric([f"{i:06d}"], 1)
+        self.scrapes += 1
+        yield family
+
+    def describe(self):
+        return []
+
+
+def test_a_body_smaller_than_its_file_made_ahead_is_sent_alone(renderer):
+    """The file made for the next scrape after a large one is larger than a smaller body:
+    the answer is the body alone."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Shrinking())
+    server = HttpServer("127.0.0.1", 0, registry, lambda: None, renderer=renderer)
+    server.start()
+    try:
+        large, _ = fetch(server.port, "")
+        wait_for(lambda: server._bodies._spare is not None, 30, "the next body file")
+        body, length = fetch(server.port, "")
+        assert len(large) > 300_000 and length == len(body) < 1_000
+        assert body.count(b"\n") == 12 and b"\0" not in body
+    finally:
+        server.stop()
+
+
 class Tagged:
     """A collector whose every scrape names its series after the scrape: ``A``, ``B``..."""
 

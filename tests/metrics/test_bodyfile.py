@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from clearly_exporter.metrics import bodyfile
-from clearly_exporter.metrics.bodyfile import body_file, write_all
+from clearly_exporter.metrics.bodyfile import BodyFiles, body_file, write_all
 
 
 def test_short_writes_go_on_where_they_stopped(monkeypatch):
@@ -21,3 +21,27 @@ def test_short_writes_go_on_where_they_stopped(monkeypatch):
         assert write_all(body.fileno(), chunks) == sum(map(len, chunks))
         body.seek(0)
         assert body.read() == b"".join(chunks)
+
+
+def test_a_file_made_ahead_is_taken_once_with_its_pages_allocated():
+    bodies = BodyFiles()
+    bodies.make_ahead(1 << 20)
+    bodies.make_ahead(3 << 20)
+    with bodies.take() as ahead, bodies.take() as new:
+        assert os.fstat(ahead.fileno()).st_size == 3 << 20, "the latest file made"
+        assert os.fstat(ahead.fileno()).st_blocks * 512 >= 3 << 20, "its pages allocated"
+        assert os.fstat(new.fileno()).st_size == 0, "none made ahead any more: a new one"
+        assert write_all(ahead.fileno(), [b"x" * 10]) == 10
+        ahead.seek(0)
+        assert ahead.read(11) == b"x" * 10 + b"\0", "written from its start"
+
+
+def test_without_memory_to_allocate_no_file_is_made_ahead(monkeypatch):
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bodyfile.os, "posix_fallocate", full)
+    bodies = BodyFiles()
+    bodies.make_ahead(1 << 20)
+    with bodies.take() as body:
+        assert os.fstat(body.fileno()).st_size == 0
