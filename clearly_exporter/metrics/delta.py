@@ -28,17 +28,20 @@ STRIDE = 512
 def changes(
     keys: list[Key], values: list, before: tuple[list[Key], list] | None
 ) -> tuple[bool, list[Key], list[tuple[int, object]]]:
-    """What turns ``before`` (keys and values as sent last) into these series."""
-    if before is None or len(before[0]) > len(keys) or keys[: len(before[0])] != before[0]:
-        return True, keys, list(enumerate(values))
-    old_keys, old = before
+    """What turns ``before`` (keys and values as sent last) into these series.
+
+    Keys as many as before are compared as they are: a slice would touch every key.
+    """
+    old_keys, old = before or ([], [])
     n = len(old_keys)
+    if before is None or n > len(keys) or (keys if n == len(keys) else keys[:n]) != old_keys:
+        return True, keys, list(enumerate(values))
     changed: list[tuple[int, object]] = []
     for start in range(0, n, STRIDE):
         now, then = values[start : start + STRIDE], old[start : start + STRIDE]
         if now != then:
-            # By identity: a value the engine did not touch is the same object (a copy
-            # of an unchanged histogram too), and an equal one sent again does no harm.
+            # By identity: a value the engine did not touch is the same object (an
+            # unchanged histogram's frozen copy too); an equal one sent again does no harm.
             changed.extend(compress(zip(count(start), now), map(is_not, now, then)))
     changed.extend(enumerate(values[n:], n))
     return False, keys[n:], changed
