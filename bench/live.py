@@ -416,7 +416,6 @@ def scrape(
 ) -> dict:
     """Series of every (name, queue, state); scrape times under load; ingest with scrapes."""
     prime = build_storm(spec)
-    loads = [build_storm(dataclasses.replace(spec, seed=spec.seed + k)) for k in (1, 2)]
     print(f"scrape: prime storm {describe(prime)}", flush=True)
     max_tasks = args.max_tasks or 1_000_000
     exporter = start_exporter(args, r, db, max_tasks, workdir / "scrape_exporter.log")
@@ -439,20 +438,19 @@ def scrape(
             + ", ".join(f"{name} {n:,}" for name, n in families.most_common()),
             flush=True,
         )
-        plain = ingest(exporter, loads[0], args.broker, None, args.timeout)
-        print(f"scrape: backlog drained without scrapes at {plain.rate:,.0f} events/s", flush=True)
-        scraped = ingest(exporter, loads[1], args.broker, args.scrape_every, args.timeout)
-        print(
-            f"scrape: backlog drained with a scrape every {args.scrape_every:g} s at "
-            f"{scraped.rate:,.0f} events/s ({len(scraped.scrapes)} scrapes: "
-            f"{spread_text(spread(scraped.scrapes))})",
-            flush=True,
-        )
-        steady = steady_scrapes(args, spec, exporter)
+        plain, scraped = ingest_rounds(args, spec, exporter)
+        steady = steady_scrapes(args, spec, exporter, 2 * args.ingest_rounds + 1)
     finally:
         exporter.stop()
-    ratio = scraped.rate / plain.rate if plain.rate else 0.0
-    print(f"scrape: ingest rate with scrapes / without: {ratio:.2f}", flush=True)
+    with_scrapes = statistics.median(i.rate for i in scraped)
+    ratio = with_scrapes / statistics.median(i.rate for i in plain)
+    rounds = ", ".join(f"{s.rate / p.rate:.2f}" for p, s in zip(plain, scraped, strict=True))
+    print(
+        f"scrape: ingest rate with scrapes / without: {ratio:.2f} (ratio of medians; "
+        f"per round {rounds})",
+        flush=True,
+    )
+    all_scrapes = [t for i in scraped for t in i.scrapes]
     return {
         "storm": {**asdict(spec), "events": prime.events, "spans": prime.spans},
         "max_tasks": max_tasks,
@@ -464,17 +462,51 @@ def scrape(
         "names": len(names),
         "queues": len(queues),
         "idle_ms": spread(idle.seconds),
-        "ingest_plain": {**asdict(plain), "rate": plain.rate},
-        "ingest_scraped": {**asdict(scraped), "rate": scraped.rate},
+        "ingest_plain": [{**asdict(i), "rate": i.rate} for i in plain],
+        "ingest_scraped": [{**asdict(i), "rate": i.rate} for i in scraped],
         "ingest_ratio": ratio,
-        "ingest_scrape_ms": spread(scraped.scrapes),
+        "ingest_scrape_ms": spread(all_scrapes),
         **steady,
     }
 
 
-def steady_scrapes(args: argparse.Namespace, spec: StormSpec, exporter: Exporter) -> dict:
+def ingest_rounds(
+    args: argparse.Namespace, spec: StormSpec, exporter: Exporter
+) -> tuple[list[Ingest], list[Ingest]]:
+    """``--ingest-rounds`` backlogs drained without scrapes and as many with, each a storm
+    of its own seed; in the order without, with, with, without...: every drain leaves the
+    exporter more tasks to hold, so each kind gets as many early drains as late ones."""
+    plain: list[Ingest] = []
+    scraped: list[Ingest] = []
+    for k in range(args.ingest_rounds):
+        for every in (None, args.scrape_every) if k % 2 == 0 else (args.scrape_every, None):
+            seed = spec.seed + 1 + len(plain) + len(scraped)
+            storm = build_storm(dataclasses.replace(spec, seed=seed))
+            done = ingest(exporter, storm, args.broker, every, args.timeout)
+            if every is None:
+                plain.append(done)
+                print(
+                    f"scrape: backlog drained without scrapes at {done.rate:,.0f} events/s",
+                    flush=True,
+                )
+            else:
+                scraped.append(done)
+                print(
+                    f"scrape: backlog drained with a scrape every {every:g} s at "
+                    f"{done.rate:,.0f} events/s ({len(done.scrapes)} scrapes: "
+                    f"{spread_text(spread(done.scrapes))})",
+                    flush=True,
+                )
+    return plain, scraped
+
+
+def steady_scrapes(
+    args: argparse.Namespace, spec: StormSpec, exporter: Exporter, seed_offset: int
+) -> dict:
     """``--scrape-count`` scrapes, one every ``--scrape-every`` s, while events flow steadily."""
-    storm = build_storm(dataclasses.replace(spec, seed=spec.seed + 3, id_prefix=PACED_PREFIX))
+    storm = build_storm(
+        dataclasses.replace(spec, seed=spec.seed + seed_offset, id_prefix=PACED_PREFIX)
+    )
     print(
         f"scrape: {args.scrape_count} scrapes while publishing at {args.load_rate:,.0f} events/s",
         flush=True,

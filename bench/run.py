@@ -99,6 +99,13 @@ def arguments() -> argparse.ArgumentParser:
     group.add_argument("--scrape-count", type=int, default=50, help="scrapes timed under load")
     group.add_argument("--scrape-every", type=float, default=1.0, help="seconds between scrapes")
     group.add_argument(
+        "--ingest-rounds",
+        type=int,
+        default=3,
+        help="scrape: backlogs drained without scrapes, and as many with (a 100k-task "
+        "storm is ~4 s of draining: one pair alone moves the ratio by +-10%%)",
+    )
+    group.add_argument(
         "--freshness-seconds", type=float, default=30, help="duration of the steady load"
     )
     group.add_argument("--marker-every", type=float, default=0.5, help="seconds between markers")
@@ -150,8 +157,8 @@ def run_modes(args: argparse.Namespace, modes: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = arguments()
     args = parser.parse_args(argv)
-    if min(args.rounds, args.scrapes, args.scrape_count) < 1:
-        parser.error("--rounds, --scrapes and --scrape-count must be at least 1")
+    if min(args.rounds, args.scrapes, args.scrape_count, args.ingest_rounds) < 1:
+        parser.error("--rounds, --scrapes, --scrape-count and --ingest-rounds must be at least 1")
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
 

@@ -29,7 +29,7 @@ def test_every_mode_runs_and_accounts_for_what_it_sent(tmp_path: Path):
     out = tmp_path / "figures.json"
     argv = [sys.executable, str(BENCH / "run.py"), "--mode", "all", "--broker", BROKER]
     argv += ["--tasks", "400", "--names", "5", "--workers", "3", "--rounds", "1"]
-    argv += ["--scrapes", "1", "--scrape-count", "2", "--load-rate", "4000"]
+    argv += ["--scrapes", "1", "--scrape-count", "2", "--load-rate", "4000", "--ingest-rounds", "2"]
     argv += ["--freshness-seconds", "2", "--idle-markers", "2", "--tracing", "--json", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -50,6 +50,7 @@ def test_every_mode_runs_and_accounts_for_what_it_sent(tmp_path: Path):
     states = {"PENDING", "RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED"}
     assert set(scrape["states"]) == states | {"REJECTED"}
     assert scrape["steady_scrape_ms"]["n"] == 2 and scrape["ingest_ratio"] > 0
+    assert len(scrape["ingest_plain"]) == len(scrape["ingest_scraped"]) == 2
 
     freshness = figures["freshness"]
     assert freshness["markers_in_metrics"] == freshness["markers_sent"] > 2
