@@ -53,6 +53,11 @@ REPLY = struct.Struct("!?Q")
 #: How long a render may take before its process is given up on: Prometheus's default
 #: scrape timeout, after which nobody waits for the answer.
 RENDER_TIMEOUT = 10.0
+#: Added to the process's niceness: when the CPU is short (a backlog draining, every
+#: series changed), the consumer comes first. A drain with a scrape a second kept 0.90× of
+#: its rate at this niceness, 0.88× without (median of 6 pairs each, bench/README); idle
+#: or under a steady load, the render finds the CPU free and takes as long as before.
+NICENESS = 10
 #: After a failure, scrapes are rendered here this long before a new process is tried;
 #: doubling up to ``RETRY_MAX`` while new ones fail too.
 RETRY_AFTER = 5.0
@@ -317,6 +322,7 @@ def main() -> None:
         sys.exit(
             "usage: python -m clearly_exporter.metrics.renderer SOCKET_FD (the exporter starts it)"
         )
+    os.nice(NICENESS)
     sock = socket.socket(fileno=int(sys.argv[1]))
     with sock, contextlib.suppress(RenderError, ConnectionError):
         serve(sock)

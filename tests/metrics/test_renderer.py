@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from clearly_exporter.metrics import renderer as renderer_module
 from clearly_exporter.metrics.bodyfile import body_file
 from clearly_exporter.metrics.exposition import Caches, ScalarFamily, generate, generate_chunks
-from clearly_exporter.metrics.renderer import RenderProcess
+from clearly_exporter.metrics.renderer import NICENESS, RenderProcess
 from tests.engine.events import worker_event
 from tests.metrics.test_exposition import OPENMETRICS, SCRAPE_DURATION, Cluster, busy_cluster
 from tests.support import wait_for
@@ -252,6 +252,18 @@ def test_group_signals_do_not_reach_it(renderer):
     renderer.start()
     pid = renderer.pid
     assert pid is not None and os.getsid(pid) == pid != os.getsid(0)
+
+
+def test_it_runs_nicer_than_the_exporter(renderer):
+    """A backlog draining keeps the CPU to itself before a scrape's render."""
+    renderer.start()
+    nicer = min(os.getpriority(os.PRIO_PROCESS, 0) + NICENESS, 19)
+    assert nicer > os.getpriority(os.PRIO_PROCESS, 0)
+    wait_for(
+        lambda: os.getpriority(os.PRIO_PROCESS, renderer.pid) == nicer,
+        30,
+        "the render process to lower its priority",
+    )
 
 
 def test_started_by_hand_it_says_how_it_is_meant_to_run():
