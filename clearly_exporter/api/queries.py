@@ -91,7 +91,7 @@ class Queries:
         engine = self.engine
         with engine.lock:
             events = sum(engine.events.values())
-            lag = (engine.event_lag.total, engine.event_lag.count)
+            lag = (engine.event_lag.total, sum(engine.event_lag.counts))
         self._samples.append((self.clock(), events, *lag))
 
     def stats(self) -> dict[str, Any]:
