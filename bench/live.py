@@ -381,6 +381,11 @@ class Ingest:
         return self.events / self.seconds if self.seconds else 0.0
 
 
+def share(part: float, whole: float) -> float:
+    """``part / whole``, 0 for a whole of 0 (a drain that never started)."""
+    return part / whole if whole else 0.0
+
+
 def last_event(exporter: Exporter) -> float:
     """When the exporter received its last event (wall clock, its own stamp)."""
     return total(exporter.metrics(), "clearly_exporter_last_event_timestamp_seconds")
@@ -442,9 +447,11 @@ def scrape(
         steady = steady_scrapes(args, spec, exporter, 2 * args.ingest_rounds + 1)
     finally:
         exporter.stop()
-    with_scrapes = statistics.median(i.rate for i in scraped)
-    ratio = with_scrapes / statistics.median(i.rate for i in plain)
-    rounds = ", ".join(f"{s.rate / p.rate:.2f}" for p, s in zip(plain, scraped, strict=True))
+    ratio = share(
+        statistics.median(i.rate for i in scraped), statistics.median(i.rate for i in plain)
+    )
+    pairs = zip(plain, scraped, strict=True)
+    rounds = ", ".join(f"{share(s.rate, p.rate):.2f}" for p, s in pairs)
     print(
         f"scrape: ingest rate with scrapes / without: {ratio:.2f} (ratio of medians; "
         f"per round {rounds})",

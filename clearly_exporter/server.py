@@ -53,7 +53,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def _render(
     registry: CollectorRegistry, accept: str, body: BinaryIO, renderer: RenderProcess | None
 ) -> tuple[int, str]:
-    """A scrape written into the empty file ``body``; its size and content type."""
+    """A scrape written at the start of ``body`` (a file made ahead is larger: only its
+    first ``size`` bytes are the scrape); its size and content type."""
     if renderer is not None:
         size, content_type = renderer.scrape(registry, accept, body.fileno())
     else:

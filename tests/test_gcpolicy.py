@@ -55,3 +55,21 @@ def test_garbage_frozen_by_mistake_goes_at_the_full_sweep(policy):
     policy.tick(600.0)
     assert old() is None
     assert gc.get_freeze_count() > 0, "and the survivors frozen again"
+
+
+def test_each_second_only_the_young_generations_are_walked(policy):
+    """What reached the oldest generation is not walked again each second: hundreds of
+    thousands of survivors a second in a backlog drain, 4 % of its time."""
+    walked: list[int] = []
+
+    def note(phase: str, info: dict) -> None:
+        if phase == "start":
+            walked.append(info["generation"])
+
+    gc.callbacks.append(note)
+    try:
+        for now in (0.0, 0.5, 1.0, 2.0, 600.0):
+            policy.tick(now)
+    finally:
+        gc.callbacks.remove(note)
+    assert walked == [1, 1, 2], "young each second, everything every ten minutes"

@@ -58,6 +58,7 @@ class BodyFiles:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._spare: BinaryIO | None = None
+        self._closed = False
 
     def take(self) -> BinaryIO:
         """The file made ahead, or a new one if there is none."""
@@ -76,11 +77,17 @@ class BodyFiles:
             body.close()
             return
         with self._lock:
-            old, self._spare = self._spare, body
+            if self._closed:  # made while the server stopped: nobody will take it
+                old = body
+            else:
+                old, self._spare = self._spare, body
         if old is not None:
             old.close()
 
     def close(self) -> None:
+        """Close the file made ahead, and any made from now on."""
+        with self._lock:
+            self._closed = True
         spare = self._pop()
         if spare is not None:
             spare.close()

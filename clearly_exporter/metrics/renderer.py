@@ -83,7 +83,7 @@ class RenderProcess:
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._socket: socket.socket | None = None
-        #: Per family, the keys and values the process holds.
+        #: Per family, the keys and values the process holds, and the engine's generation.
         self._sent: Sent = {}
         self.failures = 0
         self._stopped = False
@@ -189,7 +189,8 @@ class RenderProcess:
             except BaseException:
                 self._end(0.0)  # it may not hold what was sent: start over
                 raise
-        os.ftruncate(fd, 0)
+        # Over whatever the process wrote; only the first ``size`` bytes are sent, so a
+        # file made ahead keeps its pages.
         os.lseek(fd, 0, os.SEEK_SET)
         chunks, content_type = generate_chunks(registry, accept)
         return write_all(fd, chunks), content_type

@@ -45,3 +45,12 @@ def test_without_memory_to_allocate_no_file_is_made_ahead(monkeypatch):
     bodies.make_ahead(1 << 20)
     with bodies.take() as body:
         assert os.fstat(body.fileno()).st_size == 0
+
+
+def test_once_closed_no_file_made_ahead_is_kept():
+    bodies = BodyFiles()
+    bodies.make_ahead(1 << 20)
+    bodies.close()
+    bodies.make_ahead(1 << 20)  # a scrape that ended while the server stopped
+    with bodies.take() as body:
+        assert os.fstat(body.fileno()).st_size == 0

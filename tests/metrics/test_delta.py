@@ -58,20 +58,12 @@ def test_ages_go_as_start_times_sent_only_when_the_oldest_task_changes():
     assert sorted(grown) == [0.0] * (len(grown) - 2) + [3.0, 3.0], "2 tasks in progress"
 
 
-def test_histograms_go_as_the_engines_marks_or_in_full_after_a_generation_missed(monkeypatch):
+def test_histograms_go_as_the_engines_marks_or_in_full_after_a_generation_missed(compared):
     """While every scrape is sent, a histogram family sends the positions the engine
     marked, compared with nothing; after a scrape that was not sent (rendered in the
     exporter meanwhile), it is compared in full. The render process stays right."""
     cluster = busy_cluster()
     series, sent = Series(), {}
-    compared: list[list] = []
-    real = delta.changes
-
-    def changes(keys, values, before):
-        compared.append(keys)
-        return real(keys, values, before)
-
-    monkeypatch.setattr(delta, "changes", changes)
 
     def scrape(send: bool = True) -> tuple[dict[str, list], set[str]]:
         compared.clear()
