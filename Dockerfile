@@ -2,14 +2,16 @@
 # clearly-exporter: `docker run clearly-exporter run --broker redis://redis:6379/0`.
 # The same image runs the demo's pieces: `demo --broker URL --role worker|producer`.
 
-# Build stage: the package and its dependencies in a virtual environment. Every
-# dependency ships wheels, so no compiler is needed, and none reaches the final image.
-FROM python:3.11-slim-bookworm AS build
+# Build stage: the package and its dependencies in a virtual environment, the engine
+# compiled by mypyc (~1.3x the event rate). The full image has the C compiler and
+# Python's headers that takes; neither reaches the final image, which needs neither.
+FROM python:3.11-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    CLEARLY_EXPORTER_COMPILE=1
 WORKDIR /src
 RUN python -m venv /opt/clearly-exporter
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY clearly_exporter ./clearly_exporter
 RUN /opt/clearly-exporter/bin/pip install .
 

@@ -132,15 +132,27 @@ def exporter_version() -> str:
     return commit + ("+changes" if git("status", "--porcelain", "--", "clearly_exporter") else "")
 
 
+def engine_build() -> str:
+    """The engine's build the exporters run, "mypyc" or "python": they import the package
+    from the current folder, as this asks it."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from clearly_exporter.engine import BUILD; print(BUILD)"],
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip() or "unknown"
+
+
 def run_modes(args: argparse.Namespace, modes: list[str]) -> dict:
     """Each mode in turn, with Redis keeping whole backlogs for frozen subscribers."""
     r, db = redis_target(args.broker)
-    version = exporter_version()
-    print(f"clearly-exporter at {version}", flush=True)
+    version, engine = exporter_version(), engine_build()
+    print(f"clearly-exporter at {version}, engine: {engine}", flush=True)
     figures: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "command": sys.argv,
         "exporter": version,
+        "engine": engine,
     }
     with unlimited_pubsub(r), tempfile.TemporaryDirectory(prefix="clearly-bench-") as tmp:
         for mode in modes:

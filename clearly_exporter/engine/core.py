@@ -209,7 +209,7 @@ class Engine:
                 if ts is not None:
                     self.event_lag.observe(now - ts if now > ts else 0.0)
                 if rule is not None:
-                    self._task_event(rule, uuid, event, ts, now)
+                    self._task_event(rule, uuid, event, ts, now)  # type: ignore[arg-type]
                 elif etype[:7] == "worker-":
                     self.workers.handle(etype, event, now)
             except (RecursionError, ValueError, TypeError, OverflowError):
@@ -272,7 +272,7 @@ class Engine:
         state = rec.state = current_state(rec)
         key = rec.key
         fixing = key is None
-        if fixing:
+        if key is None:
             if not self._labels_known(rec):
                 if transitions:
                     waiting = self._unlabelled.get(uuid)
@@ -333,7 +333,7 @@ class Engine:
         kids = self._children.get(parent)
         if kids is None:
             self._children[parent] = child
-        elif type(kids) is str:
+        elif isinstance(kids, str):
             if kids != child:
                 self._children[parent] = {kids: None, child: None}
         else:
@@ -345,7 +345,7 @@ class Engine:
         if parent is None or parent == rec.uuid:
             return
         kids = self._children.get(parent)
-        if type(kids) is str:
+        if isinstance(kids, str):
             if kids == rec.uuid:
                 del self._children[parent]
         elif kids is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from prometheus_client.samples import Exemplar
 
@@ -18,8 +18,9 @@ DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: A histogram as a scrape renders it: per-bucket counts, the sum, per-bucket exemplars
 #: (None without). A plain tuple: made under the engine lock for each changed histogram
-#: and pickled to the render process, both several times as fast as an object.
-Frozen = tuple[list[int], float, "list[Exemplar | None] | None"]
+#: and pickled to the render process, both several times as fast as an object. Typed
+#: as any tuple so that mypyc keeps it one object: unchanged is told by identity.
+Frozen = tuple[Any, ...]
 #: A table's place for a histogram about to be frozen.
 EMPTY: Frozen = ([], 0.0, None)
 
@@ -62,10 +63,14 @@ class Histogram:
         frozen = self._frozen
         if frozen is None:
             exemplars = self.exemplars
-            frozen = self._frozen = (
-                self.counts.copy(),
-                self.total,
-                None if exemplars is None else exemplars.copy(),
+            # ``tuple()`` makes it one object: mypyc keeps a tuple display unboxed and
+            # boxes it anew wherever it goes.
+            frozen = self._frozen = tuple(
+                (
+                    self.counts.copy(),
+                    self.total,
+                    None if exemplars is None else exemplars.copy(),
+                )
             )
         return frozen
 

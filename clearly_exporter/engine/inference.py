@@ -141,7 +141,7 @@ def _stamp(att: Attempt, state: str, ts: float | None) -> None:
 def current_state(rec: TaskRecord) -> str | None:
     """The task's state: its last attempt's, or the state it waits in to come back."""
     last = rec._attempts
-    if type(last) is list:
+    if isinstance(last, list):
         last = last[-1]
     elif last is None:
         return None

@@ -113,7 +113,7 @@ class TaskRecord:
     def attempts(self) -> list[Attempt]:
         """Its attempts in order; to read only (the engine adds them with ``add_attempt``)."""
         held = self._attempts
-        if type(held) is list:
+        if isinstance(held, list):
             return held
         return [] if held is None else [held]
 
@@ -122,7 +122,7 @@ class TaskRecord:
         held = self._attempts
         if held is None:
             self._attempts = att
-        elif type(held) is list:
+        elif isinstance(held, list):
             held.insert(index, att)
         else:
             self._attempts = [att, held] if index == 0 else [held, att]

@@ -18,6 +18,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from clearly_exporter import __version__
+from clearly_exporter.engine import BUILD as ENGINE_BUILD
 from clearly_exporter.engine import Engine, Snapshot
 from clearly_exporter.engine.histogram import (
     DURATION_BUCKETS,
@@ -338,5 +339,7 @@ class EngineCollector(Collector):
                 value=snap.last_event,
             )
         yield InfoMetricFamily(
-            "clearly_exporter_build", "The exporter's version.", value={"version": __version__}
+            "clearly_exporter_build",
+            "The exporter's version, and whether its engine is compiled.",
+            value={"version": __version__, "engine": ENGINE_BUILD},
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from clearly_exporter.engine import BUILD
 from tests.bench.loader import BENCH
 from tests.support import reachable
 
@@ -34,6 +35,7 @@ def test_every_mode_runs_and_accounts_for_what_it_sent(tmp_path: Path):
     done = subprocess.run(argv, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(out.read_text())
+    assert figures["engine"] == BUILD, "the build the exporters import, as the tests do"
 
     drain = figures["drain"]
     traced = drain["rounds"][0]["results"]["clearly-exporter, tracing"]

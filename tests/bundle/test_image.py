@@ -28,7 +28,7 @@ from tests.bundle.helpers import (
     load_yaml,
     require_redis,
 )
-from tests.support import Proc, free_port, http_get, wait_for
+from tests.support import Proc, free_port, http_get, parse_metrics, select, wait_for
 
 CACHE_FREE = {"PIP_NO_CACHE_DIR"}
 
@@ -141,6 +141,16 @@ def test_healthcheck_passes_while_the_broker_is_connected(image: Image, tmp_path
     finally:
         proc.stop()
     assert healthcheck(image, port) != 0, "nothing listens any more"
+
+
+def test_the_image_runs_the_engine_compiled(image: Image, tmp_path: Path) -> None:
+    proc, port = start(image, "redis://127.0.0.1:1/0", tmp_path)
+    try:
+        status, body, _ = http_get(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        proc.stop()
+    assert status == 200
+    assert select(parse_metrics(body), "clearly_exporter_build_info", engine="mypyc"), body
 
 
 def test_healthcheck_fails_while_the_broker_is_unreachable(image: Image, tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
-from clearly_exporter.engine import Engine
+from clearly_exporter import __version__
+from clearly_exporter.engine import BUILD, Engine
 from clearly_exporter.metrics.collector import EngineCollector
 from clearly_exporter.source import BrokerHealth
 from tests.engine.events import T0, failed, received, sent, started, succeeded, worker_event
@@ -71,6 +72,13 @@ def test_every_family_of_the_contract_is_rendered():
         "clearly_exporter_build_info",
     ]:
         assert family in names, family
+
+
+def test_build_info_names_the_version_and_the_engines_build():
+    samples = parse_metrics(render(Engine())[0])
+    assert select(samples, "clearly_exporter_build_info") == {
+        (("engine", BUILD), ("version", __version__)): 1.0
+    }
 
 
 def test_oldest_in_progress_age_is_measured_on_the_receive_clock():
