@@ -1,11 +1,11 @@
 """Complete values from the result backend, for reprs Celery cut at 1024 characters.
 
-Fetched off the consumer thread, with bounded concurrency and pending work, a socket
-timeout, and JSON only (a pickled result is never loaded). A backend that fails is
-left alone for a while (1 s doubling to 30 s while it keeps failing): meanwhile spans
-go out at once with the event's cut values, instead of each waiting out a timeout
-behind the others. Every span handed to ``fetch`` reaches ``done`` exactly once, also
-when the fetcher closes with fetches still pending.
+Fetched off the consumer thread, with bounded concurrency and pending work, a deadline,
+and JSON only (a pickled result is never loaded). A backend that fails is left alone
+for a while (1 s doubling to 30 s while it keeps failing): meanwhile spans go out at
+once with the event's cut values, instead of each waiting out a timeout behind the
+others. Every span handed to ``fetch`` reaches ``done`` exactly once, also when the
+fetcher closes with fetches still pending.
 """
 
 from __future__ import annotations
@@ -36,17 +36,27 @@ Done = Callable[[SpanRecord], None]
 
 
 class ResultFetcher:
-    """Owns the backend connection pool, its worker threads and the fetch counts."""
+    """Owns the backend connection pool, its worker threads and the fetch counts.
+
+    A span waits at most ``timeout`` for its fetch, whatever the backend: Redis clients
+    get it as their socket timeout too, other backends' clients keep their own, and a
+    span whose fetch has not ended by then goes out with its cut values, counted as a
+    timeout, while the fetch runs on (its answer, if any, only tells the backend is back).
+    """
 
     def __init__(
         self, url: str, timeout: float = 5.0, concurrency: int = 4, max_pending: int = 1000
     ) -> None:
         self.url = url
+        self.timeout = timeout
         self.max_pending = max_pending
         self.outcomes = dict.fromkeys(OUTCOMES, 0)
         self._lock = threading.Lock()
-        #: Spans not yet handed to ``done``: queued or being fetched.
-        self._jobs: dict[int, tuple[Draft, Done]] = {}
+        #: Wakes the deadline keeper when a first span waits, and at close.
+        self._waiting = threading.Condition(self._lock)
+        #: Spans not yet handed to ``done``, queued or being fetched, with their deadline;
+        #: in the order asked for, which is their deadlines' order.
+        self._jobs: dict[int, tuple[Draft, Done, float]] = {}
         self._ids = itertools.count()
         self._closed = False
         #: While the backend fails: fetches starting before ``_retry_at`` are skipped.
@@ -69,22 +79,56 @@ class ResultFetcher:
             threading.Thread(target=self._run, name=f"clearly-result-fetch-{i}", daemon=True)
             for i in range(concurrency)
         ]
+        self._threads.append(
+            threading.Thread(target=self._keep_deadlines, name="clearly-result-deadlines")
+        )
+        self._threads[-1].daemon = True
         for thread in self._threads:
             thread.start()
 
     def fetch(self, task_id: str, draft: Draft, done: Done) -> None:
-        """Complete ``draft`` from the backend, then hand the span to ``done``."""
+        """Complete ``draft`` from the backend, then hand the span to ``done``.
+
+        Not tried (the span handed over at once) when too many wait, counting fetches
+        stuck on a hung backend, or while the backend is left alone after failing.
+        """
         with self._lock:
-            busy = self._closed or len(self._jobs) >= self.max_pending
+            now = time.monotonic()
+            busy = (
+                self._closed
+                or len(self._jobs) >= self.max_pending
+                or self._todo.qsize() >= self.max_pending
+                or now < self._retry_at
+            )
             if busy:
                 self.outcomes["skipped"] += 1
             else:
                 job = next(self._ids)
-                self._jobs[job] = (draft, done)
+                if not self._jobs:
+                    self._waiting.notify()
+                self._jobs[job] = (draft, done, now + self.timeout)
         if busy:
             done(draft.finish("truncated"))
             return
         self._todo.put((job, task_id))
+
+    def _keep_deadlines(self) -> None:
+        """Hand over the spans whose fetch has not ended by their deadline."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                late = [job for job, (_, _, deadline) in self._jobs.items() if deadline <= now]
+                expired = [self._jobs.pop(job) for job in late]
+                if expired:
+                    self.outcomes["timeout"] += len(expired)
+                    self._judge("timeout", now - self.timeout)
+                else:
+                    first = next(iter(self._jobs.values()), None)
+                    self._waiting.wait(None if first is None else first[2] - now)
+            for draft, done, _ in expired:
+                done(draft.finish("truncated"))
 
     def _run(self) -> None:
         while (item := self._todo.get()) is not None:
@@ -111,10 +155,10 @@ class ResultFetcher:
         with self._lock:
             self._judge(outcome, started)
             claimed = self._jobs.pop(job, None)
-            if claimed is not None:  # else close() already handed it over
+            if claimed is not None:  # else its deadline or close() handed it over
                 self.outcomes[outcome] += 1
         if claimed is not None:
-            draft, done = claimed
+            draft, done, _ = claimed
             if meta is not None:
                 self._complete(draft, meta)
             done(draft.finish("backend" if meta is not None else "truncated"))
@@ -158,13 +202,14 @@ class ResultFetcher:
 
     def close(self) -> None:
         """Hand every pending span over now, with its cut values; fetches still running
-        are abandoned (their threads end at their socket timeout, or with the process)."""
+        are abandoned (their threads end when their client gives up, or with the process)."""
         with self._lock:
             self._closed = True
+            self._waiting.notify()
             jobs = list(self._jobs.values())
             self._jobs.clear()
             self.outcomes["skipped"] += len(jobs)
-        for draft, done in jobs:
+        for draft, done, _ in jobs:
             done(draft.finish("truncated"))
         for _ in self._threads:
             self._todo.put(None)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import queue
+import socket
+
 from clearly_exporter.traces.redact import Redactor
 from clearly_exporter.traces.results import ResultFetcher
 from clearly_exporter.traces.spans import SpanSettings, build_draft, view_of
@@ -39,3 +42,28 @@ def test_args_of_the_task_s_latest_attempt_are_completed_from_the_backend():
     assert draft.wants_fetch()
     ResultFetcher._complete(draft, {"status": "SUCCESS", "result": 3, "args": ["y" * 1100]})
     assert draft.finish("backend").attributes["celery.task.args"] == repr(("y" * 1100,))
+
+
+def test_a_span_waits_for_its_fetch_no_longer_than_the_deadline_whatever_the_client():
+    """A backend that takes connections and never answers, reached by a client with no
+    timeout of the fetcher's (its socket timeout raised past the test's own wait): the
+    span still goes out at the deadline, and the next is not tried while it is left alone."""
+    hung = socket.create_server(("127.0.0.1", 0))
+    fetcher = ResultFetcher(f"redis://127.0.0.1:{hung.getsockname()[1]}/0", timeout=0.5)
+    fetcher.app.conf.redis_socket_timeout = fetcher.app.conf.redis_socket_connect_timeout = 120
+    settings = SpanSettings("redis", "celery", Redactor(), max_attribute_length=10_000)
+    rec = feed(retried_with_new_args()[-1]).task("a")
+    rec.args = CUT
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    try:
+        fetcher.fetch("a", build_draft(view_of(rec, rec.attempts[0], None), settings), done.put)
+        span = done.get(timeout=60)
+        assert span.attributes["celery.task.args"] == CUT
+        assert fetcher.outcomes["timeout"] == 1
+        fetcher.fetch("a", build_draft(view_of(rec, rec.attempts[0], None), settings), done.put)
+        assert done.get_nowait().attributes["celery.task.args"] == CUT, "handed over at once"
+        assert fetcher.outcomes["skipped"] == 1
+    finally:
+        fetcher.close()
+        hung.close()
+    assert done.empty(), "each span once"
