@@ -1,4 +1,5 @@
-"""State inference and metric state: pure Python, no I/O, driven by events and a clock."""
+"""State inference and metric state: Python (compiled by mypyc on request), no I/O, driven
+by events and a clock."""
 
 from importlib.machinery import EXTENSION_SUFFIXES
 

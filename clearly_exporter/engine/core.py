@@ -19,7 +19,13 @@ from clearly_exporter.engine.inference import current_state, reach, select_attem
 from clearly_exporter.engine.records import HAS_ETA, Attempt, TaskRecord, Transition
 from clearly_exporter.engine.rules import RULES, EventRule, custom_rule
 from clearly_exporter.engine.states import IN_PROGRESS, STARTED
-from clearly_exporter.engine.task_metrics import OTHER, UNKNOWN, TaskMetrics, TaskMetricsSnapshot
+from clearly_exporter.engine.task_metrics import (
+    OTHER,
+    UNKNOWN,
+    Key,
+    TaskMetrics,
+    TaskMetricsSnapshot,
+)
 from clearly_exporter.engine.workers import WorkerRegistry, WorkerView
 
 Listener = Callable[[Transition], None]
@@ -119,7 +125,7 @@ class Engine:
         #: Stored tasks by parent id: the one child's uuid, or a dict (ordered set) of them.
         self._children: dict[str, str | dict[str, None]] = {}
         self._shared: dict[str, str] = {}
-        self._keys: dict[tuple[str, str], tuple[str, str]] = {}
+        self._keys: dict[Key, Key] = {}
         #: Task names seen in task-sent events: their queue label is worth waiting for.
         self._sends: set[str] = set()
         #: Task names whose labels have been fixed at least once.
@@ -374,7 +380,7 @@ class Engine:
             return False
         return not self._sends or rec.name in self._labelled
 
-    def _fix_labels(self, rec: TaskRecord, now: float) -> tuple[str, str]:
+    def _fix_labels(self, rec: TaskRecord, now: float) -> Key:
         """Fix the task's labels and release the transitions that waited for them."""
         key = self.metrics.label(rec.name, rec.queue)
         kept = self._keys.get(key)
@@ -395,7 +401,7 @@ class Engine:
         self.metrics.place(rec.uuid, key, rec.state, now)
         return key
 
-    def _emit(self, key: tuple[str, str], tr: Transition) -> None:
+    def _emit(self, key: Key, tr: Transition) -> None:
         self.metrics.count(key, tr)
         if tr.inferred:
             self.inferred[tr.state] = self.inferred.get(tr.state, 0) + 1

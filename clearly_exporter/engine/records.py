@@ -92,7 +92,8 @@ class TaskRecord:
         self.uuid = uuid
         self.name: str | None = None
         #: (name, queue) labels of its metrics; fixed once, when the name is known.
-        self.key: tuple[str, str] | None = None
+        #: Its labels (name, queue) once fixed: ``task_metrics.Key``.
+        self.key: tuple[str, ...] | None = None
         self.queue: str | None = None
         self.exchange: str | None = None
         self.routing_key: str | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histograms, Table
 from clearly_exporter.engine.records import (
@@ -21,9 +21,12 @@ from clearly_exporter.engine.records import (
 )
 from clearly_exporter.engine.states import FAILURE, IN_PROGRESS, SUCCESS
 
-Key = tuple[str, str]
+#: A task's labels: (name, queue), held once and shared by every task that has them.
+#: Typed as any tuple of str, here and below, so that mypyc keeps each one object: a
+#: fixed-length tuple is unboxed and boxed anew wherever it goes.
+Key = tuple[str, ...]
 #: A series with its state: (name, queue, state).
-StateKey = tuple[str, str, str]
+StateKey = tuple[str, ...]
 #: Root task id → trace id, for exemplars; asked only when an observation is made.
 TraceOf = Callable[[str], str]
 
@@ -73,8 +76,9 @@ class TaskMetrics:
         self.prefetch_wait = Histograms(DURATION_BUCKETS)
         #: Per in-progress series, its tasks since when, oldest first: plain dicts keep
         #: insertion order, and are quicker than ``OrderedDict`` both to update and to ask
-        #: for their first key.
-        self._buckets: dict[StateKey, dict[str, float]] = {}
+        #: for their first key. The times as ``Any``: compiled, a scrape then hands on the
+        #: float objects stored, not new ones (a renderer tells unchanged by identity).
+        self._buckets: dict[StateKey, dict[str, Any]] = {}
         self._placed: dict[str, StateKey] = {}
 
     def label(self, name: str | None, queue: str | None) -> Key:

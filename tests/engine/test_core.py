@@ -157,6 +157,23 @@ def test_a_late_event_without_args_keeps_its_attempts_own():
     assert [call_of(rec, att)[0] for att in rec.attempts] == ["(3,)", "(2,)", "(1,)"]
 
 
+def test_tasks_of_one_type_and_queue_share_one_labels_key():
+    """Every finished task keeps its labels: one tuple for all of them, built or compiled."""
+    engine = feed([sent("a", T0), sent("b", T0), succeeded("a", T0 + 1), sent("c", T0 + 1)])
+    key = engine.task("a").key
+    assert key == ("app.add", "q1")
+    assert engine.task("b").key is key and engine.task("c").key is key
+
+
+def test_a_snapshot_hands_on_the_in_progress_times_as_stored():
+    """The render process tells an unchanged series by identity: a time taken twice is the
+    same object (compiled, a float read from where it is stored would be a new one)."""
+    engine = feed([received("a", T0), received("b", T0 + 1, name="app.mul")])
+    first = engine.metrics.snapshot().in_progress.since
+    second = engine.metrics.snapshot().in_progress.since
+    assert len(first) == 2 and all(a is b for a, b in zip(first, second, strict=True))
+
+
 def test_attempts_retried_with_the_same_args_share_one_string():
     events = [dict(event, args="(7,)") for stream in retried_with_new_args() for event in stream]
     rec = feed(events).task("a")
