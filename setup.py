@@ -1,7 +1,7 @@
 """The build: plain Python, or with ``CLEARLY_EXPORTER_COMPILE=1`` the engine compiled by mypyc.
 
 The engine runs for every event and is most of a backlog drain's time; compiled, the
-drain is ~1.3x as fast (bench/README.md). It needs a C compiler and Python's headers,
+drain is 1.3-1.5x as fast (bench/README.md). It needs a C compiler and Python's headers,
 so it is asked for, never assumed: a build without it is the same package, only slower.
 Everything else about the package is in pyproject.toml.
 """
