@@ -91,8 +91,8 @@ class TaskRecord:
     def __init__(self, uuid: str, now: float) -> None:
         self.uuid = uuid
         self.name: str | None = None
-        #: (name, queue) labels of its metrics; fixed once, when the name is known.
-        #: Its labels (name, queue) once fixed: ``task_metrics.Key``.
+        #: (name, queue) labels of its metrics (``task_metrics.Key``); fixed once, when
+        #: the name is known.
         self.key: tuple[str, ...] | None = None
         self.queue: str | None = None
         self.exchange: str | None = None

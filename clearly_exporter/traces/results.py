@@ -80,9 +80,10 @@ class ResultFetcher:
             for i in range(concurrency)
         ]
         self._threads.append(
-            threading.Thread(target=self._keep_deadlines, name="clearly-result-deadlines")
+            threading.Thread(
+                target=self._keep_deadlines, name="clearly-result-deadlines", daemon=True
+            )
         )
-        self._threads[-1].daemon = True
         for thread in self._threads:
             thread.start()
 
