@@ -180,6 +180,9 @@ class SpanProcess:
     def refuse(self) -> None:
         self._refused += 1
 
+    def stalled(self) -> bool:
+        return self._outbox is None
+
     def submit(self, view: AttemptView) -> None:
         self._submitted += 1
         self._pending.append(tuple(view))

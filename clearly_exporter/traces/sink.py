@@ -114,11 +114,12 @@ class TraceSink:
             self._export(*waiting.popleft())
 
     def _room_by(self, until: float) -> bool:
-        """Wait for the span queue to have room; False if it has none by ``until``."""
+        """Wait for the span queue to have room; False if it has none by ``until``, or
+        nothing takes views any more (a dead span process not due for a restart)."""
         while self.spans.full():
             self.spans.tick()  # what is pending goes out, so room can come
             left = until - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self.spans.stalled():
                 return False
             time.sleep(min(ROOM_POLL, left))
         return True

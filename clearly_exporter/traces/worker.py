@@ -63,6 +63,10 @@ class SpanQueue(Protocol):
     def refuse(self) -> None:
         """Count one span dropped because the queue was full."""
 
+    def stalled(self) -> bool:
+        """Whether nothing takes views now (no process, or a dead one not yet replaced):
+        waiting for room would wait in vain."""
+
     def submit(self, view: AttemptView) -> None: ...
 
     def tick(self) -> None:
@@ -96,6 +100,9 @@ class LocalSpans:
 
     def refuse(self) -> None:
         self.worker.shipper.dropped["queue_full"] += 1
+
+    def stalled(self) -> bool:
+        return False
 
     def submit(self, view: AttemptView) -> None:
         self.worker.handle(view)

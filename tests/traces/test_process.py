@@ -178,6 +178,21 @@ def test_a_child_whose_exporter_died_flushes_and_exits(receiver):
     wait_for(gone, 15, "the orphaned span process to exit")
 
 
+def test_it_is_stalled_from_a_death_until_the_restart(receiver, monkeypatch):
+    spans = SpanProcess(config(receiver.endpoint))
+    assert spans.stalled(), "not started"
+    spans.start()
+    assert not spans.stalled()
+    spans._child.kill()
+    spans._child.join(10)
+    spans.tick()
+    assert spans.stalled(), "dead, and its restart not due for 5 s"
+    monkeypatch.setattr(spans, "_restart_after", 0.0)
+    spans.tick()
+    assert not spans.stalled()
+    spans.stop(time.monotonic() + 10)
+
+
 def test_spans_with_no_process_to_take_them_are_counted_at_stop():
     spans = SpanProcess(config("http://127.0.0.1:9"))
     for n in range(3):

@@ -184,12 +184,17 @@ class Recorder:
         self.dropped = {"queue_full": 0}
         #: Whether a tick takes every view submitted, as a span process that keeps up.
         self.taking = False
+        #: Whether nothing takes views, as a dead span process not yet replaced.
+        self.dead = False
 
     def full(self) -> bool:
         return self.room is not None and len(self.views) - self.taken >= self.room
 
     def refuse(self) -> None:
         self.dropped["queue_full"] += 1
+
+    def stalled(self) -> bool:
+        return self.dead
 
     def submit(self, view) -> None:
         self.views.append(view)
@@ -236,6 +241,18 @@ def test_at_shutdown_attempts_waiting_for_room_wait_for_it_until_the_deadline():
         sink.flush(time.monotonic() + (5 if taking else 0.05))
         assert [v.key[0] for v in recorder.views] == tasks[:delivered]
         assert recorder.dropped["queue_full"] == 30 - delivered
+
+
+def test_at_shutdown_nothing_waits_for_room_a_dead_span_process_cannot_make():
+    engine, recorder = Engine(), Recorder(room=10)
+    sink = TraceSink(engine, recorder, grace=1.0)
+    whole_tasks(engine, 30)
+    engine.tick(T0 + 0.1)
+    recorder.dead = True
+    began = time.monotonic()
+    sink.flush(began + 60)
+    assert time.monotonic() - began < 30, "waited for the deadline"
+    assert len(recorder.views) == 10 and recorder.dropped["queue_full"] == 20
 
 
 def test_an_attempt_whose_every_event_came_needs_no_grace():
