@@ -311,21 +311,22 @@ class Engine:
     def _ids(self, rec: TaskRecord, event: dict) -> None:
         """Merge ``root_id`` and ``parent_id``, keeping the children index in step.
 
-        An id naming a stored task (or the task itself) holds that task's uuid string
-        rather than a decoded copy of it.
+        An id naming a stored task (or the task itself, as a root) holds that task's uuid
+        string rather than a decoded copy of it.
         """
         uuid = rec.uuid
         root = event.get("root_id")
         if root is not None and root != rec.root_id:
             rec.root_id = self._task_id(root, uuid)
         parent = event.get("parent_id")
-        if parent is not None and parent != rec.parent_id:
+        # A retry of a task that had no parent names the task itself: Celery takes the
+        # task that sends a message for its parent. It is not one; kept, it would loop.
+        if parent is not None and parent != rec.parent_id and parent != uuid:
             parent = self._task_id(parent, uuid)
             if rec.parent_id is not None:
                 self._unlink(rec)
             rec.parent_id = parent
-            if parent != uuid:
-                self._link(parent, uuid)
+            self._link(parent, uuid)
 
     def _task_id(self, value: object, uuid: str) -> str:
         if type(value) is not str:
@@ -348,7 +349,7 @@ class Engine:
     def _unlink(self, rec: TaskRecord) -> None:
         """Take ``rec`` out of its parent's children (it moves, or leaves the store)."""
         parent = rec.parent_id
-        if parent is None or parent == rec.uuid:
+        if parent is None:
             return
         kids = self._children.get(parent)
         if isinstance(kids, str):

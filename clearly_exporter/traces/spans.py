@@ -18,6 +18,7 @@ from typing import NamedTuple
 from clearly_exporter.engine.records import HAS_ETA, OPENED_LATE, Attempt, TaskRecord, call_of
 from clearly_exporter.engine.states import BIT, FAILURE, KNOWN, RETRY, SUCCESS
 from clearly_exporter.engine.task_metrics import exception_class
+from clearly_exporter.retries import as_logged
 from clearly_exporter.traces.ids import span_id, trace_id
 from clearly_exporter.traces.redact import Redactor
 
@@ -279,7 +280,7 @@ def build_draft(view: AttemptView, settings: SpanSettings) -> Draft:
         attrs["error.type"] = exc_type
         failure = (exc_type, view.exception or "", view.traceback or "")
     elif state == RETRY and view.exception:
-        retry_reason = view.exception
+        retry_reason = as_logged(view.exception)
     values = {}
     if settings.with_args:
         values = {"celery.task.args": view.args, "celery.task.kwargs": view.kwargs}

@@ -94,10 +94,14 @@ def retried_with_new_args() -> list[list[dict]]:
     def call(n: int) -> dict:
         return {"retries": n, "args": f"({3 - n},)", "kwargs": f"{{'n': {n}}}"}
 
+    def resent(n: int) -> dict:
+        """A retry's task-sent: Celery names the task itself as its parent (it had none)."""
+        return {**call(n), "parent_id": "a", "root_id": "a"}
+
     streams = [[sent("a", T0, **call(0))]]
     for n in range(3):
         t = T0 + 10 * n
-        end = [sent("a", t + 2.5, **call(n + 1)), retried("a", t + 3)] if n < 2 else []
+        end = [sent("a", t + 2.5, **resent(n + 1)), retried("a", t + 3)] if n < 2 else []
         streams.append(
             [received("a", t + 1, **call(n)), started("a", t + 2), *end]
             + ([] if n < 2 else [succeeded("a", t + 3)])

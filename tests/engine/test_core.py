@@ -10,11 +10,14 @@ from clearly_exporter.engine.records import call_of
 from tests.engine.events import (
     T0,
     counts,
+    failed,
     feed,
     in_progress,
     interleaved,
     received,
+    retried,
     retried_with_new_args,
+    revoked,
     sent,
     started,
     succeeded,
@@ -172,6 +175,43 @@ def test_a_snapshot_hands_on_the_in_progress_times_as_stored():
     first = engine.metrics.snapshot().in_progress.since
     second = engine.metrics.snapshot().in_progress.since
     assert len(first) == 2 and all(a is b for a, b in zip(first, second, strict=True))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_in_progress_series_read_between_events_end_as_read_once(seed):
+    """A snapshot reads again only the series that changed since the one before: taken
+    after every event, the last must still equal one taken only at the end (evictions,
+    moves between states, tasks leaving)."""
+    rng = random.Random(seed)
+    moves = [sent, received, started, succeeded, failed, retried, revoked]
+    events = [
+        rng.choice(moves)(f"t{rng.randrange(12)}", T0 + i)
+        if rng.random() < 0.9
+        else received(f"t{rng.randrange(12)}", T0 + i, name="app.mul")
+        for i in range(300)
+    ]
+    config = EngineConfig(max_tasks=8)
+    often, once = Engine(config), Engine(config)
+    for i, event in enumerate(events):
+        often.handle(event, T0 + i)
+        once.handle(event, T0 + i)
+        often.metrics.snapshot()  # not the engine's: its time-driven rules would differ
+    assert in_progress(often, T0 + 400) == in_progress(once, T0 + 400)
+    assert sum(count for count, _ in in_progress(once, T0 + 400).values()) > 0
+
+
+def test_a_task_named_its_own_parent_keeps_the_parent_it_has_or_none():
+    """Celery's retry of a task without a parent names the task itself: ignored."""
+    engine = feed(
+        [
+            sent("c", T0, parent_id="p", root_id="p"),
+            sent("c", T0 + 1, retries=1, parent_id="c", root_id="p"),
+            sent("a", T0),
+            sent("a", T0 + 1, retries=1, parent_id="a", root_id="a"),
+        ]
+    )
+    assert engine.task("c").parent_id == "p" and engine.children("p") == ["c"]
+    assert engine.task("a").parent_id is None and engine.children("a") == []
 
 
 def test_attempts_retried_with_the_same_args_share_one_string():

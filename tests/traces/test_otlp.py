@@ -117,6 +117,12 @@ def test_workflows_become_trace_trees(
     kwargs = [s.attributes["celery.task.kwargs"] for s in flaky]
     assert kwargs == [f"{{'failures': {n}}}" for n in (2, 1, 0)]
     assert all(s.status == 0 for s in flaky), "retries are not errors"
+    # Sibling attempts, though Celery names the task its retry's parent.
+    assert all(s.parent_id == "" for s in flaky)
+    reasons = [s.attributes.get("celery.task.retry.reason") for s in flaky]
+    assert reasons == [
+        f"Retry in 0.2s: RuntimeError('k not ready (attempt {n})')" for n in (1, 2)
+    ] + [None]
 
     (fail,) = got["fail"]
     assert fail.status == 2 and fail.attributes["error.type"] == "ValueError"

@@ -60,3 +60,17 @@ def test_each_attempt_of_a_retried_task_shows_the_args_it_was_sent_with():
         ("RETRY", "(2,)", "{'n': 1}"),
         ("SUCCESS", "(1,)", "{'n': 2}"),
     ]
+
+
+def test_a_retry_naming_the_task_its_own_parent_is_no_child_of_itself():
+    """Celery names a task without a parent as its retry's parent: its attempts stay
+    siblings at the root of its trace, in any order of arrival, none a parent of another."""
+    streams = retried_with_new_args()
+    for events in ([e for s in streams for e in s], [e for s in reversed(streams) for e in s]):
+        rec = feed(events).task("a")
+        views = [view_of(rec, att, None) for att in rec.attempts]
+        assert [(v.key, v.parent) for v in views] == [
+            (("a", 0, 0), None),
+            (("a", 1, 0), None),
+            (("a", 2, 0), None),
+        ]
