@@ -8,6 +8,8 @@ are one line and exit status 2, never a traceback.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 
 import click
@@ -33,6 +35,35 @@ def server_options(func):
     func = option("--port", type=click.IntRange(0, 65535), default=9808, help="HTTP port.")(func)
     func = option("--host", default="0.0.0.0", help="Address the HTTP server binds.")(func)
     return func
+
+
+class RunError(click.ClickException):
+    """A user error found on the way (a port in use): one line, without the usage text a
+    bad option gets, and exit status 2 all the same."""
+
+    exit_code = 2
+
+
+def cannot_serve(host: str, port: int, exc: OSError) -> RunError:
+    """Said the same whoever failed to bind: asyncio words its errors its own way."""
+    errno = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else None
+    reason = os.strerror(errno) if errno else exc.strerror or str(exc)
+    return RunError(f"cannot serve on {host}:{port} ({reason}); choose another --host/--port")
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail before the demo starts anything if its exporter could not listen there (it
+    would die in its log, its workers and producer already started)."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            sock.bind(address)
+            sock.listen()
+    except OSError as exc:
+        raise cannot_serve(host, port, exc) from None
 
 
 def web_config(path: str | None) -> WebConfig | None:
@@ -204,10 +235,7 @@ def run(**opts) -> None:
     try:
         run_until_signalled(daemon)
     except OSError as exc:
-        raise click.UsageError(
-            f"cannot serve on {settings.host}:{settings.port} ({exc.strerror or exc}); "
-            "choose another --host/--port"
-        ) from None
+        raise cannot_serve(settings.host, settings.port, exc) from None
 
 
 @main.command()
@@ -230,6 +258,8 @@ def demo(broker: str | None, host: str, port: int, role: str | None, workers: in
     from clearly_exporter.demo.runner import run_demo
 
     logging.basicConfig(level=logging.WARNING)
+    if role is None and port:
+        check_port(host, port)
     sys.exit(run_demo(broker=broker, role=role, host=host, port=port, workers=workers))
 
 

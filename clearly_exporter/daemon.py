@@ -92,7 +92,7 @@ class Daemon:
         if settings.api:
             redactor = Redactor(settings.redact)
             self.hub = StreamHub(self.engine, redactor)
-            api = Api(Queries(self.engine, redactor), self.hub)
+            api = Api(Queries(self.engine, redactor, problem=self._problem), self.hub)
         self.server = HttpServer(
             settings.host,
             settings.port,

@@ -33,6 +33,9 @@ JSON_TYPES = frozenset({"application/json", "json", None, ""})
 #: leave within this (a drain of 100k tasks ended 0.5 s before its last span at 0.5).
 TICK = 0.1
 BACKOFF_MAX = 30.0
+#: How often a broker that stays unavailable for the same reason is reported again: one
+#: warning, then silence, reads like an exporter that gave up (it retries all along).
+REMIND_EVERY = 60.0
 
 
 @dataclass
@@ -117,6 +120,8 @@ class EventSource(threading.Thread):
 
     def run(self) -> None:
         backoff = 1.0
+        since = told = 0.0
+        url = redact_url(self.config.url)
         while not self._stop_event.is_set():
             try:
                 self._consume()
@@ -124,8 +129,19 @@ class EventSource(threading.Thread):
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}".replace(self.config.url, "<broker>")
                 reason = self._mask(reason).replace("\n", " ")[:300]
+                now = time.monotonic()
                 if self.health.connected or self.health.reason != reason:
-                    log.warning("broker %s unavailable: %s", redact_url(self.config.url), reason)
+                    log.warning("broker %s unavailable: %s; retrying", url, reason)
+                    since = told = now
+                elif now - told >= REMIND_EVERY:
+                    log.warning(
+                        "broker %s still unavailable after %.0fs: %s; retrying every %.0fs",
+                        url,
+                        now - since,
+                        reason,
+                        backoff,
+                    )
+                    told = now
                 self.health.down(reason)
                 self._wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)

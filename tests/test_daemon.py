@@ -6,7 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from clearly_exporter.cli import main
 from tests.support import (
     Exporter,
     Samples,
@@ -141,3 +143,6 @@ def test_unreachable_broker_is_retried_and_reported(tmp_path: Path, cleanup, bro
     samples = exporter.scrape()
     assert select(samples, "clearly_exporter_broker_up") == {(): 0.0}
     assert exporter.proc.popen.poll() is None
+    stats = CliRunner().invoke(main, ["stats", "--url", exporter.url])
+    assert stats.exit_code == 0
+    assert stats.output.startswith("Problem           broker not connected: "), stats.output

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kombu import Connection, Producer
 
+from clearly_exporter import source as source_module
 from clearly_exporter.brokers import connection_config, transport_for
 from clearly_exporter.engine import Engine
 from clearly_exporter.source import EventSource, SourceConfig
@@ -192,3 +193,20 @@ def test_the_engine_ticks_on_while_the_broker_is_away():
         source.stop()
         source.join(10)
     assert not source.is_alive()
+
+
+def test_a_broker_that_stays_away_is_reported_again_while_it_is_retried(monkeypatch, caplog):
+    """One warning then silence would read like an exporter that gave up."""
+    monkeypatch.setattr(source_module, "REMIND_EVERY", 0.5)
+    port = free_port()  # nothing listens there
+    source = EventSource(SourceConfig(f"redis://127.0.0.1:{port}/0", {}), Engine())
+    source.start()
+    try:
+        wait_for(lambda: "still unavailable after" in caplog.text, 20, "a second report")
+    finally:
+        source.stop()
+        source.join(10)
+    first, again = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()][:2]
+    assert first.startswith(f"broker redis://127.0.0.1:{port}/0 unavailable: ")
+    assert first.endswith("; retrying")
+    assert " still unavailable after " in again and "; retrying every " in again

@@ -1,4 +1,4 @@
-"""Query parameters of the API, checked once: patterns, flags, numbers.
+"""Query parameters of the API, checked once: patterns, flags, numbers, states.
 
 A pattern is a regular expression searched (case-insensitive, as in clearly) in a
 task's name, routing key and uuid, or in a worker's hostname. A bad parameter is a
@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from clearly_exporter.engine.states import KNOWN
 
 #: Longer patterns are refused: each one runs against every task or transition.
 MAX_PATTERN = 1000
@@ -45,6 +47,17 @@ def matcher(pattern: str | None, negate: bool = False) -> Matcher:
         return Matcher(re.compile(pattern, re.IGNORECASE), negate)
     except re.error as exc:
         raise QueryError(f"invalid regex {pattern!r}: {exc}") from None
+
+
+def known_state(value: str | None) -> str | None:
+    """A task state to filter by, any case; one no task can be in is refused, not
+    answered with nothing (``FAILED`` for ``FAILURE``)."""
+    state = (value or "").strip().upper()
+    if not state:
+        return None
+    if state not in KNOWN:
+        raise QueryError(f"unknown state {value!r}; use one of {', '.join(KNOWN)}")
+    return state
 
 
 def flag(query: Mapping[str, str], name: str, default: bool) -> bool:

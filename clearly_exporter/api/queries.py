@@ -29,11 +29,18 @@ class Queries:
     """Tasks, workers, stats and reset, as the API serves them."""
 
     def __init__(
-        self, engine: Engine, redactor: Redactor, clock: Callable[[], float] = time.time
+        self,
+        engine: Engine,
+        redactor: Redactor,
+        clock: Callable[[], float] = time.time,
+        problem: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.engine = engine
         self.redactor = redactor
         self.clock = clock
+        #: What keeps the exporter from seeing events (/healthz's reason), or None: with
+        #: the broker down, all-zero stats would look like a quiet cluster.
+        self.problem = problem
         #: (time, events, lag sum, lag count), one a second: events/s and lag of late.
         self._samples: deque[tuple[float, int, float, int]] = deque(maxlen=WINDOW + 1)
 
@@ -117,4 +124,5 @@ class Queries:
             "events_per_second": rate,
             "lag_seconds": lag,
             "last_event_age": None if last_event is None else max(now - last_event, 0.0),
+            "problem": self.problem(),
         }

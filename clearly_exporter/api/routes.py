@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from clearly_exporter import __version__
-from clearly_exporter.api.filters import QueryError, count, flag, matcher
+from clearly_exporter.api.filters import QueryError, count, flag, known_state, matcher
 from clearly_exporter.api.queries import Queries
 from clearly_exporter.api.stream import FLUSH, HubFull, StreamFilter, StreamHub, sse
 
@@ -25,6 +25,7 @@ from clearly_exporter.api.stream import FLUSH, HubFull, StreamFilter, StreamHub,
 KEEPALIVE = 15.0
 #: Seconds between two samples of the event counters (events/s, lag).
 SAMPLE_EVERY = 1.0
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -38,6 +39,20 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 def error(status: int, message: str) -> web.Response:
     return json_response({"error": message}, status)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An unknown API path or method answered in JSON too, as every API answer is."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith("/api/"):
+            raise
+        response = error(exc.status, f"{exc.reason}: {request.method} {request.path}")
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
 
 
 class Api:
@@ -55,6 +70,7 @@ class Api:
         app.router.add_get("/api/seen-tasks", self._seen_tasks)
         app.router.add_post("/api/reset", self._reset)
         app.router.add_get("/api/stream", self._stream)
+        app.middlewares.append(_json_errors)
         app.cleanup_ctx.append(self._background)
         app.on_shutdown.append(self._shutdown)
 
@@ -84,7 +100,7 @@ class Api:
         query = request.query
         try:
             match = matcher(query.get("pattern"), flag(query, "negate", False))
-            state = (query.get("state") or "").strip().upper() or None
+            state = known_state(query.get("state"))
             limit = count(query, "limit")
             reverse = flag(query, "reverse", True)
         except QueryError as exc:

@@ -59,6 +59,8 @@ class ExporterApi:
         self.url = urllib.parse.urlunsplit(parts._replace(netloc=netloc)).rstrip("/")
         self.timeout = timeout
         self._headers = {"Accept": "*/*"}
+        #: A user without a password is most often a forgotten ``--password``.
+        self._no_password = user is not None and not password
         if user is not None:
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
             self._headers["Authorization"] = f"Basic {token}"
@@ -178,6 +180,11 @@ class ExporterApi:
 
     def _http_error(self, path: str, exc: urllib.error.HTTPError) -> ClientError:
         if exc.code == 401:
+            if self._no_password:
+                return ClientError(
+                    f"the exporter at {self.url} refused a user with no password: give "
+                    "--password (or CLEARLY_EXPORTER_PASSWORD)"
+                )
             if "Authorization" in self._headers:
                 return ClientError(f"the exporter at {self.url} refused these credentials")
             return ClientError(
@@ -191,8 +198,12 @@ class ExporterApi:
         return ClientError(str(message))
 
     def _not_exporter(self, path: str, status: int) -> ClientError:
+        base = urllib.parse.urlsplit(self.url)
+        hint = "check --url"
+        if base.path not in ("", "/"):
+            hint += f", without a path unless a proxy adds one: {base.scheme}://{base.netloc}"
         return ClientError(
-            f"no clearly-exporter API at {self.url} (HTTP {status} on {path}); check --url"
+            f"no clearly-exporter API at {self.url} (HTTP {status} on {path}); {hint}"
         )
 
     def _unreachable(self, reason: object) -> ClientError:
@@ -200,6 +211,12 @@ class ExporterApi:
             return ClientError(
                 f"the exporter at {self.url} has a certificate this client does not trust "
                 f"({reason.verify_message}); give --ca-cert with the CA that signed it"
+            )
+        if isinstance(reason, ssl.SSLError) and reason.reason == "WRONG_VERSION_NUMBER":
+            plain = self.url.replace("https://", "http://", 1)
+            return ClientError(
+                f"the exporter at {self.url} does not speak TLS (no --web-config with TLS); "
+                f"use {plain}"
             )
         if isinstance(reason, socket.gaierror):
             why = "unknown host"

@@ -17,6 +17,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from clearly_exporter.client.pretty import pretty
+from clearly_exporter.retries import retry_parts
 
 STATE_STYLES = {
     "PENDING": "blue",
@@ -100,12 +101,27 @@ def task_line(view: dict[str, Any], inferred: bool = False) -> Text:
     return line
 
 
-def labelled(label: str, text: str, width: int) -> Text:
+def labelled(label: str, text: str, width: int, prefix: str = "") -> Text:
     """``label value`` under a task line, the value laid out to the console width."""
-    column = VALUE_INDENT + LABEL_WIDTH
+    column = VALUE_INDENT + LABEL_WIDTH + len(prefix)
     return Text.assemble(
-        " " * VALUE_INDENT, (label.ljust(LABEL_WIDTH - 1), "dim"), " ", pretty(text, column, width)
+        " " * VALUE_INDENT,
+        (label.ljust(LABEL_WIDTH - 1), "dim"),
+        " ",
+        prefix,
+        pretty(text, column, width),
     )
+
+
+def error_line(exception: str, width: int) -> Text:
+    """An exception under its task; a retry's as Celery logs it, its reason laid out."""
+    parts = retry_parts(exception)
+    if parts is None:
+        return labelled("error", exception, width)
+    head, reason = parts
+    if reason is None:
+        return labelled("error", "", width, head)
+    return labelled("error", reason, width, f"{head}: ")
 
 
 def traceback(text: str) -> Text:
@@ -129,7 +145,7 @@ def task_values(
         yield labelled("result", view["result"], width)
     if display.failure(state):
         if view.get("exception"):
-            yield labelled("error", view["exception"], width)
+            yield error_line(view["exception"], width)
         if view.get("traceback"):
             yield traceback(view["traceback"])
 
@@ -192,7 +208,7 @@ def _attempt(att: dict[str, Any], width: int) -> Iterator[RenderableType]:
             line.append(" (inferred)", "dim italic")
         yield line
     if att.get("exception"):
-        yield labelled("error", att["exception"], width)
+        yield error_line(att["exception"], width)
     if att.get("traceback"):
         yield traceback(att["traceback"])
 
@@ -242,6 +258,8 @@ STATS = (
 
 
 def stats_lines(stats: dict[str, Any]) -> Iterator[Text]:
+    if stats.get("problem"):
+        yield Text.assemble(("Problem".ljust(18), "dim"), (stats["problem"], "bold red"))
     for key, label, fmt in STATS:
         value = stats.get(key)
         shown = "-" if value is None else fmt.format(value)

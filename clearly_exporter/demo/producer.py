@@ -19,6 +19,8 @@ from clearly_exporter.demo.app import (
     app,
     big,
     fail,
+    fan_in,
+    fan_out,
     flaky,
     login,
     slow,
@@ -105,6 +107,20 @@ def _chord(rng: random.Random) -> int:
     return n + 1
 
 
+def _fan_out(rng: random.Random) -> int:
+    """A group applied from inside a task: the task and its members are one trace."""
+    n = rng.randint(2, 4)
+    fan_out.delay(n)
+    return 1 + n
+
+
+def _fan_in(rng: random.Random) -> int:
+    """A chord applied from inside a task: header and callback in the task's trace."""
+    n = rng.randint(2, 4)
+    fan_in.delay(n)
+    return 1 + n + 1
+
+
 #: Action → relative weight; plain successes dominate, as in real traffic.
 MIX: dict[Action, int] = {
     _add: 6,
@@ -118,14 +134,20 @@ MIX: dict[Action, int] = {
     _chain: 1,
     _group: 1,
     _chord: 1,
+    _fan_out: 1,
+    _fan_in: 1,
 }
+
+
+#: Actions that join results through the result backend.
+CHORDS = (_chord, _fan_in)
 
 
 def actions() -> dict[Action, int]:
     """The traffic mix this app supports: chords need a result backend to join on."""
     if app.conf.result_backend:
         return MIX
-    return {action: weight for action, weight in MIX.items() if action is not _chord}
+    return {action: weight for action, weight in MIX.items() if action not in CHORDS}
 
 
 def run_producer(stop: threading.Event, rate: float = 2.0, seed: int | None = None) -> None:

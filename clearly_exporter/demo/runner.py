@@ -49,14 +49,19 @@ class Step:
     stage: int
     command: list[str]
     ready_url: str | None = None
+    #: Whether the demo ends when this part does; a demo worker that dies (killed, to
+    #: watch the exporter see it go down) is reported and the rest goes on.
+    vital: bool = True
 
 
 @dataclass
 class Child:
-    """A started part and its process."""
+    """A started part, its process, its log file, and whether its end was reported."""
 
     step: Step
     process: subprocess.Popen
+    log: str | None = None
+    reported: bool = False
 
 
 def browse_url(host: str, port: int, path: str) -> str:
@@ -104,7 +109,10 @@ def plan(
     ready = browse_url(host, port, "/healthz") if port else None
     return [
         Step("exporter", EXPORTER, exporter_command(broker, host, port, exporter_args), ready),
-        *(Step(f"worker demo{i}", WORKERS, worker_command(i)) for i in range(1, workers + 1)),
+        *(
+            Step(f"worker demo{i}", WORKERS, worker_command(i), vital=False)
+            for i in range(1, workers + 1)
+        ),
         Step("producer", PRODUCER, producer_command()),
     ]
 
@@ -132,15 +140,35 @@ def stop_all(children: list[Child]) -> None:
 
 
 def exited(children: list[Child]) -> bool:
-    """Whether a child has exited, saying which and how; parts are meant to run until stopped."""
+    """Whether a vital part has exited; each part that exits is reported once, with the
+    last line of its log. Parts are meant to run until stopped."""
     for child in children:
         code = child.process.poll()
-        if code is None:
+        if code is None or child.reported:
             continue
+        child.reported = True
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        said = last_line(child.log) if child.log else None
         click.echo(f"{child.step.name} {how}, unexpectedly", err=True)
-        return True
+        if said:
+            click.echo(f"  its last words: {said}", err=True)
+        if child.log:
+            click.echo(f"  its log: {child.log}", err=True)
+        if child.step.vital:
+            return True
+        click.echo("  the rest goes on: its end shows on /metrics (celery_worker_up)", err=True)
     return False
+
+
+def last_line(path: str) -> str | None:
+    """The last line a part wrote to its log (where the reason it stopped usually is)."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(log.seek(0, os.SEEK_END) - 4096, 0))
+            lines = log.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return None
+    return lines[-1].strip() if lines else None
 
 
 def pause(children: list[Child]) -> None:
@@ -185,7 +213,7 @@ def supervise(
     children: list[Child] = []
     try:
         for step in steps:
-            output = None
+            output = path = None
             if logs is not None:
                 path = os.path.join(logs, step.name.replace(" ", "-") + ".log")
                 output = open(path, "ab")  # noqa: SIM115 - handed to the child, closed below
@@ -194,7 +222,7 @@ def supervise(
             )
             if output is not None:
                 output.close()
-            children.append(Child(step, process))
+            children.append(Child(step, process, path))
             if step.ready_url and not await_ready(step.ready_url, children, stop):
                 return 0 if stop.requested else 1
         while not stop.requested:
@@ -214,7 +242,7 @@ def announce(role: str | None, broker: str, host: str, port: int, logs: str | No
         click.echo(f"health:   {browse_url(host, port, '/healthz')}")
     click.echo(f"broker:   {redact_url(broker)}")
     if logs is not None:
-        click.echo(f"logs:     {logs}")
+        click.echo(f"logs:     {logs} (removed at a clean stop)")
     click.echo("Ctrl-C stops everything.")
 
 
@@ -244,11 +272,17 @@ def run_demo(
     # With every part in one terminal, Celery's own logs (a traceback per failing demo
     # task) would bury the addresses above: they go to files instead.
     logs = tempfile.mkdtemp(prefix="clearly-demo-logs-") if role is None else None
+    code = 1
     try:
         steps = plan(role, broker, host, port, workers, exporter_args or [])
         with stop_on_signals(stop):
             announce(role, broker, host, port, logs)
-            return supervise(steps, env, stop, logs)
+            code = supervise(steps, env, stop, logs)
+        return code
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+        if logs is not None and code == 0:
+            shutil.rmtree(logs, ignore_errors=True)
+        elif logs is not None:
+            click.echo(f"the parts' logs are kept in {logs}", err=True)

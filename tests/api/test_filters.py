@@ -2,7 +2,7 @@
 
 import pytest
 
-from clearly_exporter.api.filters import QueryError, count, flag, matcher
+from clearly_exporter.api.filters import QueryError, count, flag, known_state, matcher
 
 
 def test_a_pattern_searches_any_field_case_insensitively_and_negates():
@@ -40,3 +40,9 @@ def test_flags_and_counts():
         count({"n": "-1"}, "n")
     with pytest.raises(QueryError, match="is not a whole number"):
         count({"n": "five"}, "n")
+
+
+def test_a_state_is_one_a_task_can_be_in_any_case():
+    assert known_state(" failure") == "FAILURE" and known_state("") is None
+    with pytest.raises(QueryError, match="unknown state 'FAILED'; use one of PENDING, "):
+        known_state("FAILED")

@@ -101,6 +101,12 @@ def test_unknown_uuid_is_a_404_with_a_reason(cluster: Cluster):
     assert body == {"error": "unknown task 'no-such-task' (never seen, or no longer stored)"}
 
 
+def test_unknown_paths_and_methods_are_answered_in_json(cluster: Cluster):
+    assert api_get(cluster.url, "/api/nope") == (404, {"error": "Not Found: GET /api/nope"})
+    status, body = api_get(cluster.url, "/api/reset")
+    assert (status, body) == (405, {"error": "Method Not Allowed: GET /api/reset"})
+
+
 def test_bad_parameters_are_400_with_one_line(cluster: Cluster):
     for query, message in [
         ("/api/tasks?pattern=(", "invalid regex '('"),
@@ -108,6 +114,7 @@ def test_bad_parameters_are_400_with_one_line(cluster: Cluster):
         ("/api/tasks?limit=-1", "limit='-1' is negative"),
         ("/api/workers?pattern=[", "invalid regex '['"),
         ("/api/stream?tasks=*", "invalid regex '*'"),
+        ("/api/tasks?state=FAILED", "unknown state 'FAILED'; use one of PENDING"),
     ]:
         status, body = api_get(cluster.url, query)
         assert status == 400, query

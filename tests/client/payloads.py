@@ -142,7 +142,8 @@ def retry() -> tuple[list[dict], dict]:
     uuid, name = "2d3e4f5a-6b7c-4d8e-9fa0-b1c2d3e4f5a6", "billing.sync"
     values = {"args": "('acct-7',)", "kwargs": "{}"}
     error = {
-        "exception": "Retry(ConnectionError('upstream timed out'), 5)",
+        # Celery 5's repr of the Retry: itself, the reason, the delay.
+        "exception": "Retry(Retry(...), ConnectionError('upstream timed out'), 5)",
         "traceback": RETRY_TRACEBACK,
     }
     stream = [

@@ -71,6 +71,7 @@ def test_credentials_from_the_environment_and_from_the_url(guarded):
     [
         ((), "asks for credentials: give --user and --password"),
         (("--user", USER, "--password", "wrong-secret-42"), "refused these credentials"),
+        (("--user", USER), "refused a user with no password: give --password"),
     ],
 )
 def test_missing_or_wrong_credentials_are_one_line_errors(guarded, args, message):

@@ -108,15 +108,24 @@ def test_the_url_comes_from_the_environment(cluster: Cluster):
     ("args", "message"),
     [
         (["stats", "--url", "http://127.0.0.1:{free}"], "cannot reach the exporter at"),
-        (["stats", "--url", "{url}/nope"], "no clearly-exporter API at {url}/nope (HTTP 404"),
+        (
+            ["stats", "--url", "{url}/metrics"],
+            "no clearly-exporter API at {url}/metrics (HTTP 404 on /api/stats); check --url, "
+            "without a path unless a proxy adds one: {url}\n",
+        ),
+        (
+            ["stats", "--url", "{tls}"],
+            "the exporter at {tls} does not speak TLS (no --web-config with TLS); use {url}\n",
+        ),
         (["stats", "--url", "localhost:9808"], "--url 'localhost:9808' is not an http(s) URL"),
         (["tasks", "(", "--url", "{url}"], "invalid regex '(': missing )"),
         (["capture", "--tasks", "*", "--url", "{url}"], "invalid regex '*'"),
         (["task", "nope", "--url", "{url}"], "unknown task 'nope' (never seen"),
+        (["tasks", "--state", "FAILED", "--url", "{url}"], "unknown state 'FAILED'; use one of"),
     ],
 )
 def test_errors_are_one_line_and_debug_shows_the_traceback(cluster: Cluster, args, message):
-    fill = {"url": cluster.url, "free": free_port()}
+    fill = {"url": cluster.url, "free": free_port(), "tls": cluster.url.replace("http", "https")}
     args = [arg.format(**fill) for arg in args]
     result = cli(*args)
     assert result.exit_code == 1

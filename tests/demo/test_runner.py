@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from clearly_exporter.demo import runner
 from clearly_exporter.demo.app import make_app
-from clearly_exporter.demo.runner import Step, browse_url, plan, run_demo
+from clearly_exporter.demo.runner import Child, Step, browse_url, exited, plan, run_demo
 from tests.support import Proc, child_env, wait_for
 
 #: A part that runs until a signal ends it.
@@ -103,6 +104,45 @@ def test_roles_start_one_part():
     assert [s.name for s in plan("producer", "filesystem:///b", "h", 1, 4, [])] == ["producer"]
 
 
+def test_only_the_demos_own_workers_may_die_without_ending_it():
+    """Killing one is how an operator watches the exporter see a worker go down."""
+    vital = {s.name: s.vital for s in plan(None, "filesystem:///b", "h", 1, 2, [])}
+    assert vital == {
+        "exporter": True,
+        "worker demo1": False,
+        "worker demo2": False,
+        "producer": True,
+    }
+    assert plan("worker", "filesystem:///b", "h", 1, 2, [])[0].vital
+
+
+def ended(code: str, log: Path) -> subprocess.Popen:
+    with log.open("wb") as out:
+        process = subprocess.Popen(python(code), stdout=out, stderr=out)
+    process.wait()
+    return process
+
+
+def test_a_part_that_ends_is_told_once_with_its_last_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    log = tmp_path / "worker.log"
+    process = ended("import sys; print('starting'); sys.exit('cannot reach the broker')", log)
+    worker = Child(Step("worker demo2", runner.WORKERS, [], vital=False), process, str(log))
+    assert not exited([worker])
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "worker demo2 exited with code 1, unexpectedly",
+        "  its last words: cannot reach the broker",
+        f"  its log: {log}",
+        "  the rest goes on: its end shows on /metrics (celery_worker_up)",
+    ]
+    assert not exited([worker]) and capsys.readouterr().err == "", "told once"
+    exporter = Child(Step("exporter", runner.EXPORTER, []), ended("pass", tmp_path / "e.log"))
+    assert exited([worker, exporter])
+    assert capsys.readouterr().err == "exporter exited with code 0, unexpectedly\n"
+
+
 def test_an_exporter_on_port_zero_is_not_waited_for():
     assert plan(None, "filesystem:///b", "127.0.0.1", 0, 1, [])[0].ready_url is None
 
@@ -147,6 +187,9 @@ def test_a_part_that_dies_stops_the_others(
     assert said in err
     assert started[0].returncode == -signal.SIGTERM
     assert not announced_folder(out).exists()
+    logs = Path(err.rsplit("the parts' logs are kept in ", 1)[1].strip())
+    assert (logs / "crasher.log").exists(), "kept: they say why"
+    shutil.rmtree(logs)
 
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=SIGNAL_IDS)
@@ -170,6 +213,8 @@ def test_a_signal_stops_everything_and_kills_stragglers(
     assert [process.returncode for process in started] == [-signal.SIGTERM, -signal.SIGKILL]
     assert "Ctrl-C stops everything." in out
     assert not announced_folder(out).exists()
+    logs = next(line for line in out.splitlines() if line.startswith("logs:")).split()[1]
+    assert not Path(logs).exists(), "a clean stop leaves no logs behind"
 
 
 def demo_process(broker: str, role: str, tmp_path: Path, **env: str) -> Proc:
