@@ -196,8 +196,9 @@ def test_the_engine_ticks_on_while_the_broker_is_away():
 
 
 def test_a_broker_that_stays_away_is_reported_again_while_it_is_retried(monkeypatch, caplog):
-    """One warning then silence would read like an exporter that gave up."""
-    monkeypatch.setattr(source_module, "REMIND_EVERY", 0.5)
+    """One warning then silence would read like an exporter that gave up; a warning at
+    every retry (1 s, then 2 s, ...) would flood the log."""
+    monkeypatch.setattr(source_module, "REMIND_EVERY", 2.5)
     port = free_port()  # nothing listens there
     source = EventSource(SourceConfig(f"redis://127.0.0.1:{port}/0", {}), Engine())
     source.start()
@@ -206,7 +207,10 @@ def test_a_broker_that_stays_away_is_reported_again_while_it_is_retried(monkeypa
     finally:
         source.stop()
         source.join(10)
-    first, again = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()][:2]
+    told = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(told) == 2, "the retry at 1 s is not reported"
+    first, again = (r.getMessage() for r in told)
     assert first.startswith(f"broker redis://127.0.0.1:{port}/0 unavailable: ")
     assert first.endswith("; retrying")
     assert " still unavailable after " in again and "; retrying every " in again
+    assert told[1].created - told[0].created >= 2.5

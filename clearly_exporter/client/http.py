@@ -21,6 +21,9 @@ from typing import Any
 from clearly_exporter.client.sse import events
 
 DEFAULT_URL = "http://localhost:9808"
+#: OpenSSL's reason for a TLS handshake answered in plain HTTP (an https URL for an
+#: exporter without TLS): the first before OpenSSL 3.2, the second since.
+PLAIN_HTTP_ANSWER = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"})
 #: Seconds without a byte after which a stream is given up (the server sends a
 #: keep-alive every 15 s).
 STREAM_TIMEOUT = 60.0
@@ -191,6 +194,9 @@ class ExporterApi:
                 f"the exporter at {self.url} asks for credentials: give --user and "
                 "--password (or CLEARLY_EXPORTER_USER and CLEARLY_EXPORTER_PASSWORD)"
             )
+        if exc.code == 404 and not path.startswith("/api/tasks/"):
+            # Only a task can be unknown to the API: a path it lacks is a wrong --url.
+            return self._not_exporter(path, exc.code)
         try:
             message = json.loads(exc.read())["error"]
         except (ValueError, KeyError, TypeError, OSError):
@@ -212,7 +218,7 @@ class ExporterApi:
                 f"the exporter at {self.url} has a certificate this client does not trust "
                 f"({reason.verify_message}); give --ca-cert with the CA that signed it"
             )
-        if isinstance(reason, ssl.SSLError) and reason.reason == "WRONG_VERSION_NUMBER":
+        if isinstance(reason, ssl.SSLError) and reason.reason in PLAIN_HTTP_ANSWER:
             plain = self.url.replace("https://", "http://", 1)
             return ClientError(
                 f"the exporter at {self.url} does not speak TLS (no --web-config with TLS); "

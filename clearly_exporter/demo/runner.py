@@ -205,7 +205,8 @@ def await_ready(url: str, children: list[Child], stop: StopRequest) -> bool:
 def supervise(
     steps: list[Step], env: dict[str, str], stop: StopRequest, logs: str | None = None
 ) -> int:
-    """Start the parts and watch them until ``stop`` (0) or one exits by itself (1).
+    """Start the parts and watch them until ``stop`` (0; 1 if a part that may end, a
+    worker, ended meanwhile) or a vital one exits by itself (1).
 
     Each part gets a session of its own, so a terminal's Ctrl-C reaches only the runner.
     With ``logs``, each part writes its output to a file there, not to the terminal.
@@ -230,7 +231,7 @@ def supervise(
                 return 1
             pause(children)
         click.echo("Stopping; workers first finish the tasks they hold.")
-        return 0
+        return 1 if any(child.reported for child in children) else 0
     finally:
         stop_all(children)
 

@@ -319,14 +319,15 @@ class Engine:
         if root is not None and root != rec.root_id:
             rec.root_id = self._task_id(root, uuid)
         parent = event.get("parent_id")
-        # A retry of a task that had no parent names the task itself: Celery takes the
-        # task that sends a message for its parent. It is not one; kept, it would loop.
-        if parent is not None and parent != rec.parent_id and parent != uuid:
+        if parent is not None and parent != rec.parent_id:
             parent = self._task_id(parent, uuid)
-            if rec.parent_id is not None:
-                self._unlink(rec)
-            rec.parent_id = parent
-            self._link(parent, uuid)
+            # A retry of a task that had no parent names the task itself: Celery takes
+            # the task that sends a message for its parent. It is not one; kept, it loops.
+            if parent != uuid and parent != rec.parent_id:
+                if rec.parent_id is not None:
+                    self._unlink(rec)
+                rec.parent_id = parent
+                self._link(parent, uuid)
 
     def _task_id(self, value: object, uuid: str) -> str:
         if type(value) is not str:

@@ -114,6 +114,11 @@ def test_the_url_comes_from_the_environment(cluster: Cluster):
             "without a path unless a proxy adds one: {url}\n",
         ),
         (
+            ["stats", "--url", "{url}/api"],
+            "no clearly-exporter API at {url}/api (HTTP 404 on /api/stats); check --url, "
+            "without a path unless a proxy adds one: {url}\n",
+        ),
+        (
             ["stats", "--url", "{tls}"],
             "the exporter at {tls} does not speak TLS (no --web-config with TLS); use {url}\n",
         ),

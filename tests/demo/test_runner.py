@@ -16,6 +16,7 @@ import pytest
 from clearly_exporter.demo import runner
 from clearly_exporter.demo.app import make_app
 from clearly_exporter.demo.runner import Child, Step, browse_url, exited, plan, run_demo
+from clearly_exporter.demo.signals import StopRequest
 from tests.support import Proc, child_env, wait_for
 
 #: A part that runs until a signal ends it.
@@ -121,6 +122,36 @@ def ended(code: str, log: Path) -> subprocess.Popen:
         process = subprocess.Popen(python(code), stdout=out, stderr=out)
     process.wait()
     return process
+
+
+class StopOnceReported(StopRequest):
+    """Asked for once the runner has had one look at the part that died, ``dying``."""
+
+    def __init__(self, processes: list[subprocess.Popen], dying: int) -> None:
+        super().__init__()
+        self.processes, self.dying, self.seen = processes, dying, False
+
+    @property
+    def requested(self) -> bool:
+        if self.seen:
+            return True
+        ended = len(self.processes) > self.dying and self.processes[self.dying].poll() is not None
+        self.seen = ended  # False once more: the runner looks, then stops
+        return False
+
+
+def test_a_worker_that_ends_lets_the_demo_go_on_but_the_stop_says_so(
+    tmp_path: Path, started: list[subprocess.Popen], capsys: pytest.CaptureFixture[str]
+):
+    steps = [
+        Step("idler", runner.EXPORTER, python(IDLE)),
+        Step("worker demo2", runner.WORKERS, python("raise SystemExit(3)"), vital=False),
+    ]
+    code = runner.supervise(steps, {}, StopOnceReported(started, 1), str(tmp_path))
+    assert code == 1, "its logs are then kept"
+    err = capsys.readouterr().err
+    assert "worker demo2 exited with code 3, unexpectedly" in err and "the rest goes on" in err
+    assert started[0].returncode == -signal.SIGTERM, "the idler ran until the stop"
 
 
 def test_a_part_that_ends_is_told_once_with_its_last_words(

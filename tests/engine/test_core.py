@@ -208,10 +208,13 @@ def test_a_task_named_its_own_parent_keeps_the_parent_it_has_or_none():
             sent("c", T0 + 1, retries=1, parent_id="c", root_id="p"),
             sent("a", T0),
             sent("a", T0 + 1, retries=1, parent_id="a", root_id="a"),
+            sent("5", T0),
+            sent("5", T0 + 1, retries=1, parent_id=5),  # the same id, once decoded
         ]
     )
     assert engine.task("c").parent_id == "p" and engine.children("p") == ["c"]
     assert engine.task("a").parent_id is None and engine.children("a") == []
+    assert engine.task("5").parent_id is None and engine.children("5") == []
 
 
 def test_attempts_retried_with_the_same_args_share_one_string():
