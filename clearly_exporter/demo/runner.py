@@ -141,14 +141,15 @@ def stop_all(children: list[Child]) -> None:
 
 def exited(children: list[Child]) -> bool:
     """Whether a vital part has exited; each part that exits is reported once, with the
-    last line of its log. Parts are meant to run until stopped."""
+    last line of its log when it exited by itself. Parts are meant to run until stopped."""
     for child in children:
         code = child.process.poll()
         if code is None or child.reported:
             continue
         child.reported = True
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        said = last_line(child.log) if child.log else None
+        # Killed, its last line is whatever it was doing, not why it ended.
+        said = last_line(child.log) if child.log and code > 0 else None
         click.echo(f"{child.step.name} {how}, unexpectedly", err=True)
         if said:
             click.echo(f"  its last words: {said}", err=True)

@@ -172,6 +172,12 @@ def test_a_part_that_ends_is_told_once_with_its_last_words(
     exporter = Child(Step("exporter", runner.EXPORTER, []), ended("pass", tmp_path / "e.log"))
     assert exited([worker, exporter])
     assert capsys.readouterr().err == "exporter exited with code 0, unexpectedly\n"
+    kill = "import os, signal; print('busy with a task'); os.kill(os.getpid(), signal.SIGKILL)"
+    log = tmp_path / "killed.log"
+    step = Step("worker demo1", runner.WORKERS, [], vital=False)
+    killed = Child(step, ended(kill, log), str(log))
+    assert not exited([killed])
+    assert "last words" not in capsys.readouterr().err, "killed: its last line is no reason"
 
 
 def test_an_exporter_on_port_zero_is_not_waited_for():
