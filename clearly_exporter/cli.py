@@ -174,6 +174,12 @@ def known_secrets(opts: dict) -> set[str]:
     help="Delete the event queue after this long unused, 0 for never "
     "[default: 60s; 1d with --event-queue].",
 )
+@option(
+    "--backend",
+    default=None,
+    help="Celery result backend URL: values Celery cut at 1024 chars are completed from it "
+    "in spans and in the task view (/api/tasks/UUID).",
+)
 @tracing_options
 @option(
     "--web-config",
@@ -227,6 +233,7 @@ def run(**opts) -> None:
             worker_purge=opts["worker_purge"],
         ),
         tracing=traced,
+        backend=opts["backend"],
         redact=tuple(opts["redact"]),
         api=opts["api"],
         web=web,

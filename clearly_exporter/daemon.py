@@ -19,6 +19,7 @@ from clearly_exporter.gcpolicy import FreezingGc
 from clearly_exporter.metrics.collector import EngineCollector
 from clearly_exporter.metrics.queues import QueueProbe
 from clearly_exporter.metrics.renderer import RenderProcess
+from clearly_exporter.results import ResultFetcher
 from clearly_exporter.server import HttpServer
 from clearly_exporter.source import EventSource, SourceConfig, queue_lifetimes
 from clearly_exporter.traces.ids import trace_id_hex
@@ -47,6 +48,9 @@ class Settings:
     event_queue_expires: float | None = None
     engine: EngineConfig = field(default_factory=EngineConfig)
     tracing: TracingSettings | None = None
+    #: Result backend URL, to complete the API's task view (spans have theirs in
+    #: ``tracing``).
+    backend: str | None = None
     #: Redaction of values the API and its stream show (the spans' own, from ``--redact``).
     redact: tuple[str, ...] = DEFAULT_PATTERNS
     #: Serve ``/api`` (queries and the live stream); off, no stream hub exists at all.
@@ -82,8 +86,19 @@ class Daemon:
         )
         self.probe = QueueProbe(url, options, settings.ssl)
         self.registry = CollectorRegistry(auto_describe=False)
+        #: Completes the task view's cut values (the span process has its own fetcher).
+        self.view_fetcher = (
+            ResultFetcher(settings.backend) if settings.backend and settings.api else None
+        )
+        if settings.backend and not settings.api and settings.tracing is None:
+            log.warning("--backend is unused: it completes the API's task view and spans")
         self.collector = EngineCollector(
-            self.engine, self.source.health, self.probe, settings.queues, tracing=self.tracing
+            self.engine,
+            self.source.health,
+            self.probe,
+            settings.queues,
+            tracing=self.tracing,
+            view_fetcher=self.view_fetcher,
         )
         self.registry.register(self.collector)
         self.renderer = RenderProcess()
@@ -92,7 +107,8 @@ class Daemon:
         if settings.api:
             redactor = Redactor(settings.redact)
             self.hub = StreamHub(self.engine, redactor)
-            api = Api(Queries(self.engine, redactor, problem=self._problem), self.hub)
+            queries = Queries(self.engine, redactor, problem=self._problem)
+            api = Api(queries, self.hub, self.view_fetcher)
         self.server = HttpServer(
             settings.host,
             settings.port,
@@ -131,6 +147,8 @@ class Daemon:
             with self.engine.lock:
                 self.engine.settle(time.time())
             self.tracing.stop(STOP_DEADLINE / 2)
+        if self.view_fetcher is not None:
+            self.view_fetcher.close()  # a task view waiting on a fetch is answered now
         self.server.stop(STOP_DEADLINE / 8)
         self.renderer.stop(STOP_DEADLINE / 8)
         self.probe.close()

@@ -18,4 +18,4 @@ cd "$work/build"
 # plain modules were imported instead.
 CLEARLY_EXPORTER_COMPILE=1 python -m pytest -p no:cacheprovider \
   tests/engine tests/metrics tests/api tests/traces tests/test_source.py \
-  tests/test_server.py tests/test_redistransport.py
+  tests/test_server.py tests/test_redistransport.py tests/test_results.py

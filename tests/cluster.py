@@ -2,8 +2,9 @@
 
 One cluster per test module: starting a worker takes seconds, and the tests only read
 what a known workload left behind. The workload covers every kind of task the issue
-names: successes, failures with tracebacks, a retry, a secret kwarg, subtasks, and a
-task still running.
+names: successes, failures with tracebacks, a retry, a secret kwarg, subtasks, a task
+whose args and result Celery cut (completed from the result backend), and a task still
+running.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from tests.support import (
 #: tests with an exporter of their own (both run one at a time).
 CLUSTER_DB = 14
 SOLO_DB = 15
+#: demo.big's argument: its repr and its result's are past the 1024 characters Celery keeps.
+BIG_ARG = "".join(f"{i:04d}" for i in range(500))
 
 
 def private_redis(db: int = SOLO_DB) -> str:
@@ -108,9 +111,12 @@ def run_workload(cluster: Cluster) -> None:
     ids["login"] = cluster.send("demo.login", "ann", password="hunter2")
     ids["spawn"] = cluster.send("demo.spawn", 2)
     ids["slow"] = cluster.send("demo.slow", 120)
+    ids["big"] = cluster.send("demo.big", BIG_ARG)
+    # A secret past the 1024 characters the events keep: only the backend's copy has it.
+    ids["big_secret"] = cluster.send("demo.add", [BIG_ARG], [{"token": "hunter3"}])
     for role in ("fail1", "fail2"):
         cluster.wait_state(ids[role], "FAILURE")
-    for role in ("flaky", "login", "spawn"):
+    for role in ("flaky", "login", "spawn", "big", "big_secret"):
         cluster.wait_state(ids[role], "SUCCESS")
     cluster.wait_state(ids["slow"], "STARTED")
 
@@ -128,8 +134,9 @@ def running_cluster(tmp: Path) -> Iterator[Cluster]:
     """Redis (skipped when unreachable, unless CI), a worker, the exporter, the workload."""
     broker = private_redis(CLUSTER_DB)
     queue = f"q-{uuid.uuid4().hex[:10]}"
-    exporter = Exporter(broker, tmp, ["--queue", queue])
-    worker = Worker(broker, queue, tmp)
+    # Results in the broker's database: the exporter completes cut values from there.
+    exporter = Exporter(broker, tmp, ["--queue", queue, "--backend", broker])
+    worker = Worker(broker, queue, tmp, backend=broker)
     cluster = Cluster(broker, tmp, queue, exporter, worker, producer(broker))
     try:
         exporter.start()

@@ -67,12 +67,16 @@ class Queries:
                 break
         return [redact(view, self.redactor) for view in found]
 
-    def task(self, uuid: str) -> dict[str, Any] | None:
+    def task_unredacted(self, uuid: str) -> dict[str, Any] | None:
+        """Everything known of one task, its values as they came: the caller completes
+        them from the result backend, then passes the view through ``redacted``."""
         with self.engine.lock:
             rec = self.engine.task(uuid)
             if rec is None:
                 return None
-            view = task_detail(rec, self.engine.children(uuid), trace_id_hex(rec.root_id or uuid))
+            return task_detail(rec, self.engine.children(uuid), trace_id_hex(rec.root_id or uuid))
+
+    def redacted(self, view: dict[str, Any]) -> dict[str, Any]:
         return redact(view, self.redactor)
 
     def workers(self, match: Matcher, stats: bool) -> list[dict[str, Any]]:

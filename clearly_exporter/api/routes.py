@@ -17,9 +17,11 @@ import orjson
 from aiohttp import web
 
 from clearly_exporter import __version__
+from clearly_exporter.api.complete import completed
 from clearly_exporter.api.filters import QueryError, count, flag, known_state, matcher
 from clearly_exporter.api.queries import Queries
 from clearly_exporter.api.stream import FLUSH, HubFull, StreamFilter, StreamHub, sse
+from clearly_exporter.results import ResultFetcher
 
 #: Seconds without events after which a stream sends a keep-alive comment.
 KEEPALIVE = 15.0
@@ -58,9 +60,13 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
 class Api:
     """Registers the endpoints on an aiohttp application and runs their background jobs."""
 
-    def __init__(self, queries: Queries, hub: StreamHub) -> None:
+    def __init__(
+        self, queries: Queries, hub: StreamHub, fetcher: ResultFetcher | None = None
+    ) -> None:
         self.queries = queries
         self.hub = hub
+        #: Completes a task view's cut values from the result backend (``--backend``).
+        self.fetcher = fetcher
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/api/tasks", self._tasks)
@@ -110,10 +116,11 @@ class Api:
 
     async def _task(self, request: web.Request) -> web.Response:
         uuid = request.match_info["uuid"]
-        task = await self._off_loop(self.queries.task, uuid)
+        task = await self._off_loop(self.queries.task_unredacted, uuid)
         if task is None:
             return error(404, f"unknown task {uuid!r} (never seen, or no longer stored)")
-        return json_response(task)
+        task = await completed(self.fetcher, task)
+        return json_response(await self._off_loop(self.queries.redacted, task))
 
     async def _workers(self, request: web.Request) -> web.Response:
         query = request.query

@@ -159,6 +159,25 @@ def task_block(
     )
 
 
+def values_source(view: dict[str, Any]) -> str | None:
+    """Where a task view's values come from, unless all as the events carried them."""
+    source = view.get("values_source")
+    still = ", ".join(view.get("values_cut") or ())
+    if source == "backend":
+        return "whole, from the result backend (Celery's events cut them)"
+    if source == "partial":
+        return (
+            f"{still} cut by Celery at 1024 characters (the result backend keeps args and "
+            "kwargs where the app sets result_extended=True); the rest whole, from it"
+        )
+    if source == "truncated":
+        return (
+            f"{still} cut by Celery at 1024 characters; no result backend gave them whole "
+            "(the exporter's --backend)"
+        )
+    return None
+
+
 def task_detail(view: dict[str, Any], width: int) -> RenderableType:
     """Everything the API knows of one task: fields, each attempt's states, values."""
     head = Text.assemble(
@@ -186,6 +205,9 @@ def task_detail(view: dict[str, Any], width: int) -> RenderableType:
         parts.append(Text.assemble("  ", ("children".ljust(9), "dim"), children))
     for att in view.get("attempts", ()):
         parts.extend(_attempt(att, width))
+    source = values_source(view)
+    if source is not None:
+        parts.append(Text.assemble("  ", ("values".ljust(9), "dim"), (source, "dim italic")))
     parts.append(labelled("args", view.get("args") or "()", width))
     parts.append(labelled("kwargs", view.get("kwargs") or "{}", width))
     if view.get("result") is not None:

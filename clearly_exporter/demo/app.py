@@ -19,18 +19,11 @@ from urllib.parse import urlsplit
 from celery import Celery, Task, chord, current_task, group
 
 from clearly_exporter.brokers import connection_config, transport_for
+from clearly_exporter.demo.backend import default_backend
 
 DEFAULT_BROKER = "filesystem:///tmp/clearly-demo"
 #: Over the 1024 characters past which Celery's events cut ``args`` and ``result`` reprs.
 BIG_RESULT_CHARS = 5000
-
-
-def default_backend(broker: str) -> str | None:
-    """Celery's file backend beside a filesystem broker, so the demo needs no server at all."""
-    parts = urlsplit(broker)
-    if parts.scheme == "filesystem" and parts.path not in ("", "/"):
-        return f"file://{os.path.join(parts.path, 'results')}"
-    return None
 
 
 def make_app(broker: str, backend: str | None) -> Celery:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import click
 
 from clearly_exporter.brokers import redact_url
+from clearly_exporter.demo.backend import default_backend
 from clearly_exporter.demo.signals import StopRequest, stop_on_signals
 
 ROLES = ("worker", "producer")
@@ -274,9 +275,12 @@ def run_demo(
     # With every part in one terminal, Celery's own logs (a traceback per failing demo
     # task) would bury the addresses above: they go to files instead.
     logs = tempfile.mkdtemp(prefix="clearly-demo-logs-") if role is None else None
+    # The exporter completes values Celery cut from the workers' result backend.
+    backend = env.get("CLEARLY_DEMO_BACKEND") or default_backend(broker)
+    exporter_args = [*(["--backend", backend] if backend else []), *(exporter_args or [])]
     code = 1
     try:
-        steps = plan(role, broker, host, port, workers, exporter_args or [])
+        steps = plan(role, broker, host, port, workers, exporter_args)
         with stop_on_signals(stop):
             announce(role, broker, host, port, logs)
             code = supervise(steps, env, stop, logs)

@@ -6,6 +6,7 @@ Names, types and labels are the contract of design §4; dashboards and alerts us
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 from prometheus_client.metrics_core import (
@@ -35,6 +36,7 @@ from clearly_exporter.metrics.exposition import (
     ScalarFamily,
 )
 from clearly_exporter.metrics.queues import Probing, QueueProbe
+from clearly_exporter.results import ResultFetcher
 from clearly_exporter.source import BrokerHealth
 from clearly_exporter.traces.tracing import Tracing
 
@@ -66,9 +68,12 @@ class EngineCollector(Collector):
         watch_queues: tuple[str, ...] = (),
         clock: Callable[[], float] = time.time,
         tracing: Tracing | None = None,
+        view_fetcher: ResultFetcher | None = None,
     ) -> None:
         self.engine = engine
         self.tracing = tracing
+        #: The task view's result fetches, counted with the spans' ones.
+        self.view_fetcher = view_fetcher
         self.health = health
         self.probe = probe
         self.watch_queues = watch_queues
@@ -98,6 +103,7 @@ class EngineCollector(Collector):
             yield from self._workers(snap)
         yield from self._exporter(snap)
         yield from self._tracing()
+        yield from self._fetches()
         # Last: the families before are rendered while the probe finishes.
         if probe is not None and probing is not None:
             yield from self._queues(probe, probing)
@@ -269,11 +275,20 @@ class EngineCollector(Collector):
             "reason",
             spans.dropped,
         )
+
+    def _fetches(self) -> Iterator[Metric]:
+        if self.tracing is None and self.view_fetcher is None:
+            return
+        outcomes: Counter[str] = Counter()
+        if self.tracing is not None:
+            outcomes.update(self.tracing.spans.outcomes or {})
+        if self.view_fetcher is not None:
+            outcomes.update(self.view_fetcher.outcomes)
         yield _by_label(
             "clearly_exporter_result_fetches",
-            "Result-backend fetches of values Celery cut, by outcome.",
+            "Result-backend fetches of values Celery cut (spans and task views), by outcome.",
             "outcome",
-            spans.outcomes or {},
+            dict(outcomes),
         )
 
     def _exporter(self, snap: Snapshot) -> Iterator[Metric]:

@@ -67,12 +67,6 @@ def tracing_options(func):
             help="service.name of the spans.",
         ),
         option(
-            "--backend",
-            type=str,
-            default=None,
-            help="Celery result backend URL, to complete values Celery cut at 1024 chars.",
-        ),
-        option(
             "--redact",
             "redact",
             type=Pattern(),

@@ -30,9 +30,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from clearly_exporter import logs
+from clearly_exporter.results import OUTCOMES, ResultFetcher
 from clearly_exporter.traces.encoding import Encoder
 from clearly_exporter.traces.exporters import make_exporter
-from clearly_exporter.traces.results import OUTCOMES, ResultFetcher
 from clearly_exporter.traces.shipper import SpanShipper
 from clearly_exporter.traces.spans import AttemptView, SpanSettings
 from clearly_exporter.traces.worker import SpanWorker

@@ -12,18 +12,19 @@ under the engine lock), ``build_draft`` makes the span of a view. A span is plai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from clearly_exporter.engine.records import HAS_ETA, OPENED_LATE, Attempt, TaskRecord, call_of
 from clearly_exporter.engine.states import BIT, FAILURE, KNOWN, RETRY, SUCCESS
 from clearly_exporter.engine.task_metrics import exception_class
+from clearly_exporter.results import backend_values, completes, cut, maybe_cut
 from clearly_exporter.retries import as_logged
 from clearly_exporter.traces.ids import span_id, trace_id
 from clearly_exporter.traces.redact import Redactor
 
-#: Event reprs at least this long may have been cut by Celery (it cuts at 1024).
-MAYBE_CUT = 1000
+#: Values Celery's events may cut (at 1024 characters), which a backend fetch completes.
+CUT_VALUES = ("celery.task.args", "celery.task.kwargs", "celery.task.result")
 #: Span events by state; a task-sent's state is PENDING, its event ``celery.task.sent``.
 EVENT_NAMES = {
     state: "celery.task.sent" if state == "PENDING" else f"celery.task.{state.lower()}"
@@ -100,10 +101,6 @@ class SpanRecord:
     error: str | None
 
 
-def maybe_cut(value: str | None) -> bool:
-    return value is not None and len(value) >= MAYBE_CUT and "..." in value
-
-
 def attempt_key(rec: TaskRecord, att: Attempt) -> AttemptKey:
     """(task, retries, delivery): which delivery of that retry count this attempt was.
 
@@ -178,12 +175,6 @@ def view_of(
     )
 
 
-def _cut(value: str, limit: int) -> str:
-    if len(value) <= limit:
-        return value
-    return value[:limit] + f"...[cut {len(value) - limit} characters]"
-
-
 @dataclass(slots=True)
 class Draft:
     """A span but for its values (args, kwargs, result, exception texts), which a
@@ -202,26 +193,44 @@ class Draft:
     #: Sent with args other than the task's latest: the backend's (the latest) are not
     #: this attempt's.
     own_args: bool = False
+    #: Values the backend completed.
+    completed: set[str] = field(default_factory=set)
 
     @property
     def task_id(self) -> str:
         return self.span.attributes["celery.task.id"]
 
     def wants_fetch(self) -> bool:
-        return any(maybe_cut(v) for v in self.values.values())
+        return any(maybe_cut(self.values.get(name)) for name in CUT_VALUES)
+
+    def complete(self, meta: dict) -> None:
+        """The backend's values where they are this attempt's (``results.Job``)."""
+        fetched = backend_values(meta, self.span.attributes["celery.task.state"])
+        for key, whole in fetched.items():
+            name = f"celery.task.{key}"
+            if self.own_args and key != "result":
+                continue  # a retry changed them: the backend's are the latest attempt's
+            if completes(self.values.get(name), whole):
+                self.values[name] = whole
+                self.completed.add(name)
+
+    def _result_source(self) -> str:
+        if "celery.task.result" in self.completed:
+            return "backend"
+        return "truncated" if maybe_cut(self.values.get("celery.task.result")) else "event"
 
     def _clean(self, value: str) -> str:
         """Cut first: redacting parses the value, and a fetched one may be megabytes."""
-        return self.settings.redact(_cut(value, self.settings.max_attribute_length)) or ""
+        return self.settings.redact(cut(value, self.settings.max_attribute_length)) or ""
 
-    def finish(self, source: str = "event") -> SpanRecord:
+    def finish(self) -> SpanRecord:
         span = self.span
         attrs = span.attributes
         for key, value in self.values.items():
             if value is not None:
                 attrs[key] = self._clean(value)
         if "celery.task.result" in self.values or "celery.task.traceback" in self.values:
-            attrs["celery.task.result.source"] = source
+            attrs["celery.task.result.source"] = self._result_source()
         if self.failure is not None:
             exc_type, message, stack = self.failure
             stack = self.values.get("celery.task.traceback") or stack

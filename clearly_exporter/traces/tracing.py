@@ -13,11 +13,11 @@ from opentelemetry.sdk.resources import Resource
 
 from clearly_exporter import __version__, logs
 from clearly_exporter.engine import Engine
+from clearly_exporter.results import ResultFetcher
 from clearly_exporter.traces.encoding import Encoder
 from clearly_exporter.traces.exporters import RequestExporter, make_exporter
 from clearly_exporter.traces.process import ChildConfig, SpanProcess
 from clearly_exporter.traces.redact import DEFAULT_PATTERNS, Redactor
-from clearly_exporter.traces.results import ResultFetcher
 from clearly_exporter.traces.shipper import SpanShipper
 from clearly_exporter.traces.sink import TraceSink
 from clearly_exporter.traces.spans import SpanSettings

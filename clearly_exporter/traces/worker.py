@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from clearly_exporter.traces.results import ResultFetcher
+from clearly_exporter.results import ResultFetcher
 from clearly_exporter.traces.shipper import SpanShipper
 from clearly_exporter.traces.spans import AttemptView, SpanSettings, build_draft
 
@@ -26,12 +26,10 @@ class SpanWorker:
 
     def handle(self, view: AttemptView) -> None:
         draft = build_draft(view, self.settings)
-        if not draft.wants_fetch():
-            self.shipper.submit(draft.finish("event"))
-        elif self.fetcher is None:
-            self.shipper.submit(draft.finish("truncated"))
-        else:
+        if draft.wants_fetch() and self.fetcher is not None:
             self.fetcher.fetch(draft.task_id, draft, self.shipper.submit)
+        else:
+            self.shipper.submit(draft.finish())
 
     def start(self) -> None:
         self.shipper.start()

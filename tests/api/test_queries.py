@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from tests.cluster import Cluster, api_get
+from tests.cluster import BIG_ARG, Cluster, api_get
 from tests.support import select, wait_for
 
 
@@ -95,6 +95,35 @@ def test_one_task_has_its_states_attempts_workflow_and_trace_id(cluster: Cluster
     assert "hunter2" not in str(login)
 
 
+def test_one_task_view_completes_what_celery_cut_from_the_result_backend(cluster: Cluster):
+    ids = cluster.ids
+    (listed,) = [task for task in tasks(cluster) if task["uuid"] == ids["big"]]
+    assert "..." in listed["args"] and len(listed["args"]) < 1100, "lists: the event's"
+    status, big = api_get(cluster.url, f"/api/tasks/{ids['big']}")
+    assert status == 200
+    assert big["values_source"] == "backend"
+    assert big["args"] == repr((BIG_ARG,))
+    assert big["result"] == repr(BIG_ARG[::-1].ljust(5000, "#"))
+    assert big["kwargs"] == "{}"
+
+    status, secret = api_get(cluster.url, f"/api/tasks/{ids['big_secret']}")
+    assert secret["values_source"] == "backend"
+    redacted = [[BIG_ARG], [{"token": "[redacted]"}]]
+    assert secret["args"] == repr(tuple(redacted)), "completed, then redacted"
+    assert secret["result"] == repr(redacted[0] + redacted[1])
+    assert "hunter3" not in str(secret)
+
+    _, add = api_get(cluster.url, f"/api/tasks/{ids['add1']}")
+    assert add["values_source"] == "event", "nothing cut, nothing fetched"
+    fetches = {
+        dict(labels)["outcome"]: value
+        for labels, value in select(
+            cluster.exporter.scrape(), "clearly_exporter_result_fetches_total"
+        ).items()
+    }
+    assert fetches["ok"] >= 2 and fetches["error"] == fetches["timeout"] == 0, fetches
+
+
 def test_unknown_uuid_is_a_404_with_a_reason(cluster: Cluster):
     status, body = api_get(cluster.url, "/api/tasks/no-such-task")
     assert status == 404
@@ -144,8 +173,9 @@ def test_stats_and_seen_tasks(cluster: Cluster):
         return stats if stats["events_per_second"] is not None else None
 
     stats = wait_for(sampled, 10, "an event rate")
-    # add×3, fail×2, flaky (a retry, then a success), login, spawn and its 2 children.
-    assert stats["tasks_processed"] == 11
+    # add×4, fail×2, flaky (a retry, then a success), login, spawn and its 2 children,
+    # big.
+    assert stats["tasks_processed"] == 13
     assert stats["tasks_stored"] == len(cluster.ids)
     assert stats["workers_stored"] == 1
     samples = cluster.exporter.scrape()
@@ -155,5 +185,13 @@ def test_stats_and_seen_tasks(cluster: Cluster):
     assert stats["last_event_age"] < 10
     _, seen = api_get(cluster.url, "/api/seen-tasks")
     assert seen == {
-        "tasks": ["demo.add", "demo.fail", "demo.flaky", "demo.login", "demo.slow", "demo.spawn"]
+        "tasks": [
+            "demo.add",
+            "demo.big",
+            "demo.fail",
+            "demo.flaky",
+            "demo.login",
+            "demo.slow",
+            "demo.spawn",
+        ]
     }

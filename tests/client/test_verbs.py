@@ -75,6 +75,11 @@ def test_task_shows_attempts_states_values_and_trace(cluster: Cluster):
     assert sorted(spawn["children"]) == sorted([ids["child0"], ids["child1"]])
     assert "'[redacted]'" in ok(cluster, "task", ids["login"])
 
+    big = ok(cluster, "task", ids["big"])
+    assert "values   whole, from the result backend" in big
+    assert "#" * 100 in big.replace("\n", "").replace(" ", ""), "the whole result, wrapped"
+    assert "values" not in ok(cluster, "task", ids["add1"]), "nothing cut, nothing said"
+
 
 def test_workers_stats_and_seen_tasks(cluster: Cluster):
     name = cluster.worker.name
@@ -86,11 +91,12 @@ def test_workers_stats_and_seen_tasks(cluster: Cluster):
     assert json.loads(ok(cluster, "workers", "--json"))[0]["hostname"] == name
 
     stats = ok(cluster, "stats")
-    assert "Tasks processed   11" in stats and "Workers stored    1" in stats
+    assert "Tasks processed   13" in stats and "Workers stored    1" in stats
     assert json.loads(ok(cluster, "stats", "--json"))["tasks_stored"] == len(cluster.ids)
 
     assert ok(cluster, "seen-tasks").split() == [
         "demo.add",
+        "demo.big",
         "demo.fail",
         "demo.flaky",
         "demo.login",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,9 +13,12 @@ import pytest
 from celery import Celery, chain, chord, group
 from celery.exceptions import TaskRevokedError
 
+from clearly_exporter.api.complete import completed
 from clearly_exporter.brokers import FILESYSTEM
 from clearly_exporter.demo.app import BIG_RESULT_CHARS, make_app
+from clearly_exporter.demo.backend import default_backend
 from clearly_exporter.demo.runner import worker_command
+from clearly_exporter.results import ResultFetcher
 from tests.support import Proc, child_env, wait_for
 
 #: Generous for a loaded CI machine; a task normally finishes in well under a second.
@@ -117,6 +121,28 @@ def test_big_takes_and_returns_more_than_events_carry(client: Celery, worker: Pr
     assert len(payload) > 1024
     assert len(result) == BIG_RESULT_CHARS
     assert result.startswith(payload[::-1])
+
+
+def test_the_exporter_completes_cut_values_from_the_demo_s_file_backend(
+    demo_broker: str, client: Celery, worker: Proc
+):
+    """What ``demo`` passes the exporter as ``--backend`` serves its fetcher."""
+    payload = "abc" * 700
+    result = client.send_task("demo.big", (payload,))
+    result.get(timeout=RESULT_TIMEOUT)
+    backend = default_backend(demo_broker)
+    assert backend is not None
+    fetcher = ResultFetcher(backend)
+    whole = {"args": repr((payload,)), "result": repr(payload[::-1].ljust(BIG_RESULT_CHARS, "#"))}
+    cut = {key: value[:1020] + "...'" for key, value in whole.items()}
+    try:
+        view = asyncio.run(
+            completed(fetcher, {"uuid": result.id, "state": "SUCCESS", "kwargs": "{}", **cut})
+        )
+    finally:
+        fetcher.close()
+    assert view["values_source"] == "backend"
+    assert (view["args"], view["result"]) == (whole["args"], whole["result"])
 
 
 def test_spawn_children_have_the_spawner_as_parent(client: Celery, worker: Proc):

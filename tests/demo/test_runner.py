@@ -100,6 +100,23 @@ def test_everything_starts_exporter_first_and_stops_it_last():
     assert workers[1].command[workers[1].command.index("-n") + 1] == "demo2@%h"
 
 
+def test_the_demo_exporter_completes_values_from_the_workers_backend(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    planned = {}
+
+    def plan(role, broker, host, port, workers, exporter_args):
+        planned.update(broker=broker, exporter_args=exporter_args)
+        return []
+
+    monkeypatch.setattr(runner, "plan", plan)
+    monkeypatch.setattr(runner, "supervise", lambda *args: 0)
+    monkeypatch.delenv("CLEARLY_DEMO_BACKEND", raising=False)
+    assert run_demo(None, None, "127.0.0.1", 0, exporter_args=["--max-tasks", "9"]) == 0
+    folder = planned["broker"].removeprefix("filesystem://")
+    assert planned["exporter_args"] == ["--backend", f"file://{folder}/results", "--max-tasks", "9"]
+
+
 def test_roles_start_one_part():
     assert [s.name for s in plan("worker", "filesystem:///b", "h", 1, 4, [])] == ["worker demo1"]
     assert [s.name for s in plan("producer", "filesystem:///b", "h", 1, 4, [])] == ["producer"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster import api_get
 from tests.otlp_receiver import GrpcReceiver, Span
 from tests.servers import PrivateRedis
 from tests.support import (
@@ -127,8 +128,15 @@ def test_backend_hung_then_back(redis_broker: str, queue: str, tmp_path: Path, c
     cleanup.append(backend)
     backend.pause()
     cluster = Cluster(redis_broker, backend.url(), queue, tmp_path, cleanup)
-    counted_then_exported(cluster, cluster.send_big(N))
+    ids = cluster.send_big(N)
+    counted_then_exported(cluster, ids)
     failed_fetches(cluster, "timeout", " while hung")
+    asked = time.monotonic()
+    status, view = api_get(cluster.exporter.url, f"/api/tasks/{min(ids)}")
+    waited = time.monotonic() - asked
+    print(f"task view answered in {waited:.1f}s while hung")
+    assert status == 200 and view["values_source"] == "truncated"
+    assert waited < 8, "within the 5 s deadline, not the client's own timeout"
 
     # Back: a worker that stores its results there; fetches complete values again.
     backend.resume()
@@ -142,6 +150,13 @@ def test_backend_hung_then_back(redis_broker: str, queue: str, tmp_path: Path, c
 
     wait_for(completed, 45, "a complete value fetched once the backend is back", every=0)
     wait_for(lambda: cluster.fetches()["ok"] >= 1, 10, "the complete fetch counted")
+    (stored,) = cluster.send_big(1)
+
+    def view_completed() -> bool:  # once the task ran and its result is stored
+        _, view = api_get(cluster.exporter.url, f"/api/tasks/{stored}")
+        return view is not None and view.get("values_source") == "backend"
+
+    wait_for(view_completed, 45, "the task view completed once the backend is back")
 
 
 @pytest.mark.parametrize("broker", ["redis"], indirect=True)

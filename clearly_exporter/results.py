@@ -1,10 +1,11 @@
 """Complete values from the result backend, for reprs Celery cut at 1024 characters.
 
-Fetched off the consumer thread, with bounded concurrency and pending work, a deadline,
-and JSON only (a pickled result is never loaded). A backend that fails is left alone
-for a while (1 s doubling to 30 s while it keeps failing): meanwhile spans go out at
-once with the event's cut values, instead of each waiting out a timeout behind the
-others. Every span handed to ``fetch`` reaches ``done`` exactly once, also when the
+Spans (in the span process) and the API's task view (in the exporter's) both wait on
+it. Fetched off the consumer thread, with bounded concurrency and pending work, a
+deadline, and JSON only (a pickled result is never loaded). A backend that fails is
+left alone for a while (1 s doubling to 30 s while it keeps failing): meanwhile values
+go out at once as the event cut them, instead of each waiting out a timeout behind the
+others. Every job handed to ``fetch`` reaches ``done`` exactly once, also when the
 fetcher closes with fetches still pending.
 """
 
@@ -16,11 +17,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from celery import Celery
 
 from clearly_exporter.brokers import redact_url
-from clearly_exporter.traces.spans import Draft, SpanRecord
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +32,67 @@ OUTCOMES = ("ok", "missing", "error", "timeout", "skipped")
 FAILED = frozenset({"error", "timeout"})
 BACKOFF_MIN = 1.0
 BACKOFF_MAX = 30.0
+#: Event reprs at least this long may have been cut by Celery (it cuts at 1024).
+MAYBE_CUT = 1000
 
-Done = Callable[[SpanRecord], None]
+
+def maybe_cut(value: str | None) -> bool:
+    """Whether Celery may have cut this repr of an event's (a fetch may complete it)."""
+    return value is not None and len(value) >= MAYBE_CUT and "..." in value
+
+
+def cut(value: str, limit: int) -> str:
+    """``value`` cut at ``limit`` characters, saying how many went: a fetched value may
+    be megabytes, and redacting one parses it."""
+    if len(value) <= limit:
+        return value
+    return value[:limit] + f"...[cut {len(value) - limit} characters]"
+
+
+def completes(cut_value: str | None, whole: str) -> bool:
+    """Whether ``whole`` is what Celery cut into ``cut_value``. Only a value that may
+    have been cut is replaced (an app's own ``argsrepr`` mask stays as it was sent), and
+    only by one that starts as it does (not a retry's other args)."""
+    if cut_value is None or not maybe_cut(cut_value):
+        return False
+    return whole.startswith(cut_value[: cut_value.index("...")])
+
+
+def backend_values(meta: dict, state: str | None) -> dict[str, str]:
+    """The backend's copy as Celery's reprs: the result where its status is ``state``
+    (it holds the task's latest), args and kwargs where it keeps them
+    (``result_extended``). Tracebacks are not here: Celery's events never cut them."""
+    values = {}
+    if meta.get("status") == state == "SUCCESS":
+        values["result"] = repr(meta.get("result"))
+    if isinstance(meta.get("args"), list):
+        values["args"] = repr(tuple(meta["args"]))
+    if isinstance(meta.get("kwargs"), dict):
+        values["kwargs"] = repr(meta["kwargs"])
+    return values
+
+
+class Job(Protocol):
+    """Values waiting for the backend's copy: a span's draft, a task view."""
+
+    def complete(self, meta: dict) -> None:
+        """Take what the backend holds (its ``get_task_meta``) where it is this job's."""
+
+    def finish(self) -> Any:
+        """What ``done`` gets, saying which of its values the backend completed."""
+
+
+Done = Callable[[Any], None]
 
 
 class ResultFetcher:
     """Owns the backend connection pool, its worker threads and the fetch counts.
 
-    A span waits at most ``timeout`` for its fetch, whatever the backend: Redis clients
+    A job waits at most ``timeout`` for its fetch, whatever the backend: Redis clients
     get it as their socket timeout too, other backends' clients keep their own, and a
-    span whose fetch has not ended by then goes out with its cut values, counted as a
-    timeout, while the fetch runs on (its answer, if any, only tells the backend is back).
+    job whose fetch has not ended by then is handed over with its cut values, counted as
+    a timeout, while the fetch runs on (its answer, if any, only tells the backend is
+    back).
     """
 
     def __init__(
@@ -52,11 +103,11 @@ class ResultFetcher:
         self.max_pending = max_pending
         self.outcomes = dict.fromkeys(OUTCOMES, 0)
         self._lock = threading.Lock()
-        #: Wakes the deadline keeper when a first span waits, and at close.
+        #: Wakes the deadline keeper when a first job waits, and at close.
         self._waiting = threading.Condition(self._lock)
-        #: Spans not yet handed to ``done``, queued or being fetched, with their deadline;
+        #: Jobs not yet handed to ``done``, queued or being fetched, with their deadline;
         #: in the order asked for, which is their deadlines' order.
-        self._jobs: dict[int, tuple[Draft, Done, float]] = {}
+        self._jobs: dict[int, tuple[Job, Done, float]] = {}
         self._ids = itertools.count()
         self._closed = False
         #: While the backend fails: fetches starting before ``_retry_at`` are skipped.
@@ -87,11 +138,11 @@ class ResultFetcher:
         for thread in self._threads:
             thread.start()
 
-    def fetch(self, task_id: str, draft: Draft, done: Done) -> None:
-        """Complete ``draft`` from the backend, then hand the span to ``done``.
+    def fetch(self, task_id: str, job: Job, done: Done) -> None:
+        """Complete ``job`` from the backend, then hand what it finishes as to ``done``.
 
-        Not tried (the span handed over at once) when too many wait, counting fetches
-        stuck on a hung backend, or while the backend is left alone after failing.
+        Not tried (handed over at once) when too many wait, counting fetches stuck on a
+        hung backend, or while the backend is left alone after failing.
         """
         with self._lock:
             now = time.monotonic()
@@ -104,32 +155,32 @@ class ResultFetcher:
             if busy:
                 self.outcomes["skipped"] += 1
             else:
-                job = next(self._ids)
+                key = next(self._ids)
                 if not self._jobs:
                     self._waiting.notify()
-                self._jobs[job] = (draft, done, now + self.timeout)
+                self._jobs[key] = (job, done, now + self.timeout)
         if busy:
-            done(draft.finish("truncated"))
+            done(job.finish())
             return
-        self._todo.put((job, task_id))
+        self._todo.put((key, task_id))
 
     def _keep_deadlines(self) -> None:
-        """Hand over the spans whose fetch has not ended by their deadline."""
+        """Hand over the jobs whose fetch has not ended by their deadline."""
         while True:
             with self._lock:
                 if self._closed:
                     return
                 now = time.monotonic()
-                late = [job for job, (_, _, deadline) in self._jobs.items() if deadline <= now]
-                expired = [self._jobs.pop(job) for job in late]
+                late = [key for key, (_, _, deadline) in self._jobs.items() if deadline <= now]
+                expired = [self._jobs.pop(key) for key in late]
                 if expired:
                     self.outcomes["timeout"] += len(expired)
                     self._judge("timeout", now - self.timeout)
                 else:
                     first = next(iter(self._jobs.values()), None)
                     self._waiting.wait(None if first is None else first[2] - now)
-            for draft, done, _ in expired:
-                done(draft.finish("truncated"))
+            for job, done, _ in expired:
+                _hand_over(job, done)
 
     def _run(self) -> None:
         while (item := self._todo.get()) is not None:
@@ -138,7 +189,7 @@ class ResultFetcher:
             except Exception:
                 log.exception("result fetch of %s failed unexpectedly", item[1])
 
-    def _fetch(self, job: int, task_id: str) -> None:
+    def _fetch(self, key: int, task_id: str) -> None:
         started = time.monotonic()
         meta: dict | None = None
         with self._lock:
@@ -155,14 +206,12 @@ class ResultFetcher:
                 log.debug("result fetch of %s failed: %s", task_id, exc)
         with self._lock:
             self._judge(outcome, started)
-            claimed = self._jobs.pop(job, None)
+            claimed = self._jobs.pop(key, None)
             if claimed is not None:  # else its deadline or close() handed it over
                 self.outcomes[outcome] += 1
         if claimed is not None:
-            draft, done, _ = claimed
-            if meta is not None:
-                self._complete(draft, meta)
-            done(draft.finish("backend" if meta is not None else "truncated"))
+            job, done, _ = claimed
+            _hand_over(job, done, meta)
 
     def _judge(self, outcome: str, started: float) -> None:
         """Open, extend or close the pause on fetches (caller holds the lock)."""
@@ -175,8 +224,8 @@ class ResultFetcher:
             # only one started since then says the backend is still failing.
             if not self._backoff:
                 log.warning(
-                    "result backend %s failed (%s): spans keep the values Celery cut "
-                    "until it answers again",
+                    "result backend %s failed (%s): spans and task views keep the values "
+                    "Celery cut until it answers again",
                     redact_url(self.url),
                     outcome,
                 )
@@ -184,25 +233,8 @@ class ResultFetcher:
             self._failed_at = time.monotonic()
             self._retry_at = self._failed_at + self._backoff
 
-    @staticmethod
-    def _complete(draft: Draft, meta: dict) -> None:
-        values = draft.values
-        if "celery.task.result" in values and meta.get("status") == "SUCCESS":
-            values["celery.task.result"] = repr(meta.get("result"))
-        # The backend holds the task's latest state: a RETRY's traceback is not a later
-        # FAILURE's.
-        state = draft.span.attributes["celery.task.state"]
-        if "celery.task.traceback" in values and meta.get("traceback") and meta["status"] == state:
-            values["celery.task.traceback"] = meta["traceback"]
-        if draft.own_args:
-            return  # a retry changed them: the backend's are the latest attempt's
-        if meta.get("args") is not None and "celery.task.args" in values:
-            values["celery.task.args"] = repr(tuple(meta["args"]))
-        if meta.get("kwargs") is not None and "celery.task.kwargs" in values:
-            values["celery.task.kwargs"] = repr(meta["kwargs"])
-
     def close(self) -> None:
-        """Hand every pending span over now, with its cut values; fetches still running
+        """Hand every pending job over now, with its cut values; fetches still running
         are abandoned (their threads end when their client gives up, or with the process)."""
         with self._lock:
             self._closed = True
@@ -210,10 +242,24 @@ class ResultFetcher:
             jobs = list(self._jobs.values())
             self._jobs.clear()
             self.outcomes["skipped"] += len(jobs)
-        for draft, done, _ in jobs:
-            done(draft.finish("truncated"))
+        for job, done, _ in jobs:
+            _hand_over(job, done)
         for _ in self._threads:
             self._todo.put(None)
+
+
+def _hand_over(job: Job, done: Done, meta: dict | None = None) -> None:
+    """``job`` to ``done``, completed from ``meta`` if there is one. Whatever fails on the
+    way is logged: a thread of the fetcher must go on, and ``done`` be called."""
+    if meta is not None:
+        try:
+            job.complete(meta)
+        except Exception:  # an odd value stored by some other client
+            log.exception("cannot complete values from the backend's %r", meta.get("task_id"))
+    try:
+        done(job.finish())
+    except Exception:
+        log.exception("a job completed from the result backend could not be handed over")
 
 
 def _is_timeout(exc: BaseException) -> bool:
