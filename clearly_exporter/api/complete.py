@@ -5,7 +5,8 @@ With ``--backend``, the one-task view (``/api/tasks/<uuid>``, the client's ``tas
 asks the backend for the whole values and waits at most the fetcher's deadline; the
 view says where its values come from (``values_source``) and which are still cut
 (``values_cut``). Lists and the live stream keep the events' values: a fetch per
-listed or streamed task would put the backend's latency on every line.
+listed or streamed task would put the backend's latency on every line (the terminal
+client's ``capture`` asks this view for the lines that show a cut value).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import asyncio
 import contextlib
 from typing import Any
 
-from clearly_exporter.results import ResultFetcher, backend_values, completes, cut, maybe_cut
+from clearly_exporter.reprs import completes, cut, maybe_cut
+from clearly_exporter.results import ResultFetcher, backend_values
 
 #: Values Celery's events may cut, which a fetch completes.
 CUT_VALUES = ("args", "kwargs", "result")

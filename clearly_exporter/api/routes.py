@@ -159,7 +159,13 @@ class Api:
         response.force_close()  # a stream that ends (cut off, shutdown) closes its connection
         try:
             await response.prepare(request)
-            await response.write(sse("hello", {"version": __version__, "flush_seconds": FLUSH}))
+            hello = {
+                "version": __version__,
+                "flush_seconds": FLUSH,
+                # The task view completes what Celery cut: a client may ask it.
+                "completes_values": self.fetcher is not None,
+            }
+            await response.write(sse("hello", hello))
             while client.reason is None or client.pending:
                 await response.write(await client.next(KEEPALIVE))
             await response.write_eof()

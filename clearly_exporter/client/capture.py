@@ -9,10 +9,12 @@ or on every heartbeat with ``stats``.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 
+from clearly_exporter.client.http import ClientError
 from clearly_exporter.client.render import (
     STANDARD,
     Display,
@@ -20,6 +22,7 @@ from clearly_exporter.client.render import (
     worker_line,
     worker_stats,
 )
+from clearly_exporter.reprs import completes, maybe_cut
 
 #: Task uuids remembered as already shown, so their first state is known.
 MAX_SEEN = 10_000
@@ -28,10 +31,19 @@ MAX_SEEN = 10_000
 class CapturePrinter:
     """Prints ``task`` and ``worker`` events of the stream on a console."""
 
-    def __init__(self, console: Console, display: Display, stats: bool = False) -> None:
+    def __init__(
+        self,
+        console: Console,
+        display: Display,
+        stats: bool = False,
+        whole: Callable[[str], dict[str, Any] | None] | None = None,
+    ) -> None:
         self.console = console
         self.display = display
         self.stats = stats
+        #: A task's view from the exporter, its cut values completed from the result
+        #: backend (``/api/tasks/<uuid>``), or None where the exporter completes none.
+        self.whole = whole
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._workers: dict[str, str] = {}
 
@@ -50,7 +62,32 @@ class CapturePrinter:
         self._seen.move_to_end(uuid)
         if len(self._seen) > MAX_SEEN:
             self._seen.popitem(last=False)
+        view = self._completed(view, first)
         self.console.print(task_block(view, self.display, self.console.width, first))
+
+    def _completed(self, view: dict[str, Any], first: bool) -> dict[str, Any]:
+        """``view`` with the values it shows that Celery cut taken whole from the task
+        view, as clearly's results are: one request per such line, and the line as the
+        event had it when the exporter cannot tell more."""
+        shown = self.display.values(view["state"], first)
+        cut = [key for key in shown if maybe_cut(view.get(key))]
+        if not cut or self.whole is None:
+            return view
+        try:
+            detail = self.whole(view["uuid"])
+        except ClientError:
+            return view
+        if detail is None or detail.get("state") != view["state"]:
+            return view  # gone further meanwhile: not this line's values
+        still = detail.get("values_cut") or ()
+        whole = {
+            key: detail[key]
+            for key in cut
+            if key not in still
+            and isinstance(detail.get(key), str)
+            and completes(view[key], detail[key])  # not a retry's other args
+        }
+        return {**view, **whole}
 
     def worker(self, view: dict[str, Any]) -> None:
         hostname = view["hostname"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
@@ -74,10 +75,16 @@ class ClearlyClient:
         does not match. ``params``, ``success``, ``error`` and ``stats`` choose what
         is shown, as in clearly.
         """
-        printer = CapturePrinter(self.console, Display(params, success, error), stats)
+        display = Display(params, success, error)
+        printer = CapturePrinter(self.console, display, stats, whole=self._whole)
         with self._errors(), contextlib.suppress(KeyboardInterrupt):
             for event, data in self.api.stream(pattern, negate, workers, negate_workers):
                 printer(event, data)
+
+    def _whole(self, task_uuid: str) -> dict[str, Any] | None:
+        """The task view, where the exporter completes values Celery cut (its stream's
+        hello says whether it does)."""
+        return self.api.task(task_uuid) if self.api.hello.get("completes_values") else None
 
     def tasks(
         self,

@@ -61,6 +61,9 @@ class ExporterApi:
         netloc = parts.netloc.rpartition("@")[2]
         self.url = urllib.parse.urlunsplit(parts._replace(netloc=netloc)).rstrip("/")
         self.timeout = timeout
+        #: The exporter's ``hello`` on the stream last opened: its version, and whether
+        #: its task view completes values Celery cut (``completes_values``).
+        self.hello: dict[str, Any] = {}
         self._headers = {"Accept": "*/*"}
         #: A user without a password is most often a forgotten ``--password``.
         self._no_password = user is not None and not password
@@ -128,8 +131,10 @@ class ExporterApi:
                 raise self._not_exporter("/api/stream", response.status)
             try:
                 received = events(response)
-                if next(received, ("", ""))[0] != "hello":
+                name, hello = next(received, ("", ""))
+                if name != "hello":
                     raise self._not_exporter("/api/stream", response.status)
+                self.hello = json.loads(hello)
                 for name, data in received:
                     if name == "end":
                         reason = json.loads(data)["reason"]

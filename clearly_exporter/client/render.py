@@ -64,6 +64,11 @@ class Display:
             return self.result(state) or self.failure(state)
         return self.params and (first or state in OUTCOMES)
 
+    def values(self, state: str | None, first: bool) -> tuple[str, ...]:
+        """The values Celery may cut that a line of ``state`` shows."""
+        shown = ("args", "kwargs") if self.arguments(state, first) else ()
+        return shown + (("result",) if self.result(state) else ())
+
 
 def clock(ts: float | None) -> str:
     """Local time of day with milliseconds, as a terminal log shows it."""

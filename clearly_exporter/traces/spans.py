@@ -18,7 +18,8 @@ from typing import NamedTuple
 from clearly_exporter.engine.records import HAS_ETA, OPENED_LATE, Attempt, TaskRecord, call_of
 from clearly_exporter.engine.states import BIT, FAILURE, KNOWN, RETRY, SUCCESS
 from clearly_exporter.engine.task_metrics import exception_class
-from clearly_exporter.results import backend_values, completes, cut, maybe_cut
+from clearly_exporter.reprs import completes, cut, maybe_cut
+from clearly_exporter.results import backend_values
 from clearly_exporter.retries import as_logged
 from clearly_exporter.traces.ids import span_id, trace_id
 from clearly_exporter.traces.redact import Redactor

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from clearly_exporter.cli import main
 from clearly_exporter.client import ClientError
-from tests.cluster import Cluster, api_get, private_redis, publish
+from tests.cluster import BIG_ARG, Cluster, api_get, private_redis, publish
 from tests.engine.events import received, started, succeeded
 from tests.support import Exporter, child_env, free_port, wait_for
 
@@ -180,7 +180,14 @@ def test_capture_shows_transitions_live_until_ctrl_c(cluster: Cluster, cleanup):
     )
     added = cluster.send("demo.add", 200, 1)
     failed = cluster.send("demo.fail", "live boom")
+    big = cluster.send("demo.big", BIG_ARG)
+
+    def squashed() -> str:  # long values wrap at the console's width
+        return "".join(capture.output.split())
+
     wait_for(lambda: "live boom" in capture.output and "result 201" in capture.output, 60, "both")
+    # Shown whole, as clearly shows results: the exporter's task view completes them.
+    wait_for(lambda: "#" * 100 in squashed(), 60, "demo.big's whole result")
     wait_for(lambda: '"type": "worker"' in json_capture.output, 30, "a worker heartbeat")
     assert capture.interrupt() == 0
     assert json_capture.interrupt() == 0
@@ -193,6 +200,8 @@ def test_capture_shows_transitions_live_until_ctrl_c(cluster: Cluster, cleanup):
     fail_block = capture.output[capture.output.index(f"FAILURE   demo.fail {failed}") :]
     assert "error  ValueError('live boom')" in fail_block and "Traceback" in fail_block
     assert "ONLINE" not in capture.output, "--tasks alone shows no workers"
+    assert f"SUCCESS   demo.big {big}" in capture.output
+    assert repr((BIG_ARG,)) in squashed(), "its args whole too (result_extended)"
     worker = json.loads(json_capture.output.splitlines()[0])
     assert (worker["type"], worker["hostname"]) == ("worker", cluster.worker.name)
     assert worker["event"] in ("online", "heartbeat")
