@@ -1,18 +1,30 @@
-"""Celery's reprs of args, kwargs and results: which ones its events may have cut.
+"""Celery's reprs of args, kwargs and results: which ones its events may have cut, and
+which whole value completes one; and how the exporter cuts a value of its own.
 
 Apart from the result fetcher, so the terminal client can tell too without importing
-Celery.
+Celery. Celery's ``saferepr`` cuts at 1024 characters and marks the cut with ``...``,
+followed by at most a few closing brackets. Two of its cuts go unseen here: a long
+string cut at its last space before the limit (the repr ends up short), and a string
+with a quote in it (escaped as Python's repr never does, so no whole value matches).
 """
 
 from __future__ import annotations
 
-#: Event reprs at least this long may have been cut by Celery (it cuts at 1024).
+#: Values Celery's events may cut (spans name them ``celery.task.<key>``).
+CUT_KEYS = ("args", "kwargs", "result")
+#: Event reprs at least this long may have been cut by Celery (it cuts at 1024)...
 MAYBE_CUT = 1000
+#: ...with its mark past here: a ``...`` of the value's own, earlier, is not the cut.
+MARK_FROM = 900
+
+
+def _mark(value: str) -> int:
+    return value.find("...", MARK_FROM)
 
 
 def maybe_cut(value: str | None) -> bool:
     """Whether Celery may have cut this repr of an event's (a fetch may complete it)."""
-    return value is not None and len(value) >= MAYBE_CUT and "..." in value
+    return value is not None and len(value) >= MAYBE_CUT and _mark(value) >= 0
 
 
 def cut(value: str, limit: int) -> str:
@@ -29,4 +41,4 @@ def completes(cut_value: str | None, whole: str) -> bool:
     only by one that starts as it does (not a retry's other args)."""
     if cut_value is None or not maybe_cut(cut_value):
         return False
-    return whole.startswith(cut_value[: cut_value.index("...")])
+    return whole.startswith(cut_value[: _mark(cut_value)])

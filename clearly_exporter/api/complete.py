@@ -15,11 +15,9 @@ import asyncio
 import contextlib
 from typing import Any
 
-from clearly_exporter.reprs import completes, cut, maybe_cut
+from clearly_exporter.reprs import CUT_KEYS, completes, cut, maybe_cut
 from clearly_exporter.results import ResultFetcher, backend_values
 
-#: Values Celery's events may cut, which a fetch completes.
-CUT_VALUES = ("args", "kwargs", "result")
 #: Longest value a view shows; longer ones are cut with a marker (redacting parses them).
 MAX_VALUE = 1 << 20
 
@@ -30,7 +28,7 @@ class ViewJob:
     def __init__(self, view: dict[str, Any]) -> None:
         self.view = view
         #: Values Celery may have cut, and those of them the backend completed.
-        self.cut = [key for key in CUT_VALUES if maybe_cut(view.get(key))]
+        self.cut = [key for key in CUT_KEYS if maybe_cut(view.get(key))]
         self.whole: list[str] = []
 
     def complete(self, meta: dict) -> None:

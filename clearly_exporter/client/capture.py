@@ -8,6 +8,7 @@ or on every heartbeat with ``stats``.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,12 @@ from clearly_exporter.reprs import completes, maybe_cut
 
 #: Task uuids remembered as already shown, so their first state is known.
 MAX_SEEN = 10_000
+#: States whose values the result backend holds: it stores them as a task ends or retries.
+STORED = frozenset({"SUCCESS", "FAILURE", "RETRY"})
+#: A task view slower than this to answer (a backend hung or slow), or failing, is not
+#: asked again for ``PAUSE`` seconds: every line after the one asking waits for it.
+SLOW = 1.0
+PAUSE = 30.0
 
 
 class CapturePrinter:
@@ -36,14 +43,18 @@ class CapturePrinter:
         console: Console,
         display: Display,
         stats: bool = False,
-        whole: Callable[[str], dict[str, Any] | None] | None = None,
+        task_view: Callable[[str], dict[str, Any] | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.console = console
         self.display = display
         self.stats = stats
-        #: A task's view from the exporter, its cut values completed from the result
-        #: backend (``/api/tasks/<uuid>``), or None where the exporter completes none.
-        self.whole = whole
+        #: Asks the exporter for a task's view (``/api/tasks/<uuid>``), whose cut values
+        #: it completes from the result backend; it answers None where the exporter
+        #: completes none.
+        self.task_view = task_view
+        self.clock = clock
+        self._asking_from = 0.0
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._workers: dict[str, str] = {}
 
@@ -67,17 +78,23 @@ class CapturePrinter:
 
     def _completed(self, view: dict[str, Any], first: bool) -> dict[str, Any]:
         """``view`` with the values it shows that Celery cut taken whole from the task
-        view, as clearly's results are: one request per such line, and the line as the
-        event had it when the exporter cannot tell more."""
+        view, as clearly shows results: one request per such line, and the line as the
+        event had it when the view cannot tell more of that same attempt and state."""
+        if self.task_view is None or view["state"] not in STORED:
+            return view
         shown = self.display.values(view["state"], first)
         cut = [key for key in shown if maybe_cut(view.get(key))]
-        if not cut or self.whole is None:
+        if not cut or self.clock() < self._asking_from:
             return view
+        asked = self.clock()
         try:
-            detail = self.whole(view["uuid"])
+            detail = self.task_view(view["uuid"])
         except ClientError:
-            return view
-        if detail is None or detail.get("state") != view["state"]:
+            detail = None
+        if detail is None or self.clock() - asked > SLOW:
+            self._asking_from = self.clock() + PAUSE
+        attempt = (view["state"], view.get("retries"))
+        if detail is None or (detail.get("state"), detail.get("retries")) != attempt:
             return view  # gone further meanwhile: not this line's values
         still = detail.get("values_cut") or ()
         whole = {
@@ -85,7 +102,7 @@ class CapturePrinter:
             for key in cut
             if key not in still
             and isinstance(detail.get(key), str)
-            and completes(view[key], detail[key])  # not a retry's other args
+            and completes(view[key], detail[key])
         }
         return {**view, **whole}
 

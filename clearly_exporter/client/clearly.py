@@ -25,6 +25,9 @@ from clearly_exporter.client.render import (
     worker_stats,
 )
 
+#: The exporter answers a task view within its result fetch's 5 s deadline.
+TASK_VIEW_TIMEOUT = 8.0
+
 
 class ClearlyClient:
     """clearly's client, for a clearly-exporter at ``url``."""
@@ -76,15 +79,17 @@ class ClearlyClient:
         is shown, as in clearly.
         """
         display = Display(params, success, error)
-        printer = CapturePrinter(self.console, display, stats, whole=self._whole)
+        printer = CapturePrinter(self.console, display, stats, task_view=self._task_view)
         with self._errors(), contextlib.suppress(KeyboardInterrupt):
             for event, data in self.api.stream(pattern, negate, workers, negate_workers):
                 printer(event, data)
 
-    def _whole(self, task_uuid: str) -> dict[str, Any] | None:
+    def _task_view(self, task_uuid: str) -> dict[str, Any] | None:
         """The task view, where the exporter completes values Celery cut (its stream's
-        hello says whether it does)."""
-        return self.api.task(task_uuid) if self.api.hello.get("completes_values") else None
+        hello says whether it does); within the exporter's own fetch deadline, 5 s."""
+        if not self.api.hello.get("completes_values"):
+            return None
+        return self.api.task(task_uuid, timeout=TASK_VIEW_TIMEOUT)
 
     def tasks(
         self,

@@ -90,8 +90,9 @@ class ExporterApi:
         query = {"pattern": pattern, "negate": negate, "state": state, "limit": limit}
         return self._get("/api/tasks", reverse=reverse, **query)["tasks"]
 
-    def task(self, uuid: str) -> dict[str, Any]:
-        return self._get("/api/tasks/" + urllib.parse.quote(uuid, safe=""))
+    def task(self, uuid: str, timeout: float | None = None) -> dict[str, Any]:
+        path = "/api/tasks/" + urllib.parse.quote(uuid, safe="")
+        return self._request(path, {}, timeout=timeout)
 
     def workers(
         self, pattern: str | None = None, negate: bool = False, stats: bool = False
@@ -151,10 +152,15 @@ class ExporterApi:
     def _get(self, path: str, **query: Any) -> Any:
         return self._request(path, query)
 
-    def _request(self, path: str, query: dict[str, Any], method: str = "GET") -> Any:
-        response = self._open(path, query, method=method)
+    def _request(
+        self, path: str, query: dict[str, Any], method: str = "GET", timeout: float | None = None
+    ) -> Any:
+        response = self._open(path, query, method=method, timeout=timeout)
         with response:
-            body = response.read()
+            try:
+                body = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                raise ClientError(f"lost the answer from {self.url}: {exc!r}") from None
             status = response.status
         try:
             return json.loads(body)

@@ -65,7 +65,7 @@ class Display:
         return self.params and (first or state in OUTCOMES)
 
     def values(self, state: str | None, first: bool) -> tuple[str, ...]:
-        """The values Celery may cut that a line of ``state`` shows."""
+        """Which of a task's args, kwargs and result a line of ``state`` shows."""
         shown = ("args", "kwargs") if self.arguments(state, first) else ()
         return shown + (("result",) if self.result(state) else ())
 
@@ -143,10 +143,11 @@ def task_values(
 ) -> Iterator[RenderableType]:
     """The values ``display`` asks for: arguments, result, exception and traceback."""
     state = view.get("state")
-    if display.arguments(state, first):
+    shown = display.values(state, first)
+    if "args" in shown:
         yield labelled("args", view.get("args") or "()", width)
         yield labelled("kwargs", view.get("kwargs") or "{}", width)
-    if display.result(state) and view.get("result") is not None:
+    if "result" in shown and view.get("result") is not None:
         yield labelled("result", view["result"], width)
     if display.failure(state):
         if view.get("exception"):

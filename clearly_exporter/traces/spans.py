@@ -18,14 +18,14 @@ from typing import NamedTuple
 from clearly_exporter.engine.records import HAS_ETA, OPENED_LATE, Attempt, TaskRecord, call_of
 from clearly_exporter.engine.states import BIT, FAILURE, KNOWN, RETRY, SUCCESS
 from clearly_exporter.engine.task_metrics import exception_class
-from clearly_exporter.reprs import completes, cut, maybe_cut
+from clearly_exporter.reprs import CUT_KEYS, completes, cut, maybe_cut
 from clearly_exporter.results import backend_values
 from clearly_exporter.retries import as_logged
 from clearly_exporter.traces.ids import span_id, trace_id
 from clearly_exporter.traces.redact import Redactor
 
 #: Values Celery's events may cut (at 1024 characters), which a backend fetch completes.
-CUT_VALUES = ("celery.task.args", "celery.task.kwargs", "celery.task.result")
+CUT_VALUES = tuple(f"celery.task.{key}" for key in CUT_KEYS)
 #: Span events by state; a task-sent's state is PENDING, its event ``celery.task.sent``.
 EVENT_NAMES = {
     state: "celery.task.sent" if state == "PENDING" else f"celery.task.{state.lower()}"
