@@ -40,6 +40,16 @@ from tests.support import (
 #: tests with an exporter of their own (both run one at a time).
 CLUSTER_DB = 14
 SOLO_DB = 15
+#: The task names the workload sends (spawn's children are demo.add), sorted.
+TASK_NAMES = [
+    "demo.add",
+    "demo.big",
+    "demo.fail",
+    "demo.flaky",
+    "demo.login",
+    "demo.slow",
+    "demo.spawn",
+]
 #: demo.big's argument: its repr and its result's are past the 1024 characters Celery keeps.
 BIG_ARG = "".join(f"{i:04d}" for i in range(500))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from tests.cluster import BIG_ARG, Cluster, api_get
+from tests.cluster import BIG_ARG, TASK_NAMES, Cluster, api_get
 from tests.support import select, wait_for
 
 
@@ -184,14 +184,4 @@ def test_stats_and_seen_tasks(cluster: Cluster):
     assert stats["events_per_second"] is not None and stats["events_per_second"] >= 0
     assert stats["last_event_age"] < 10
     _, seen = api_get(cluster.url, "/api/seen-tasks")
-    assert seen == {
-        "tasks": [
-            "demo.add",
-            "demo.big",
-            "demo.fail",
-            "demo.flaky",
-            "demo.login",
-            "demo.slow",
-            "demo.spawn",
-        ]
-    }
+    assert seen == {"tasks": TASK_NAMES}

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from clearly_exporter.cli import main
 from clearly_exporter.client import ClientError
-from tests.cluster import BIG_ARG, Cluster, api_get, private_redis, publish
+from tests.cluster import BIG_ARG, TASK_NAMES, Cluster, api_get, private_redis, publish
 from tests.engine.events import received, started, succeeded
 from tests.support import Exporter, child_env, free_port, wait_for
 
@@ -94,15 +94,7 @@ def test_workers_stats_and_seen_tasks(cluster: Cluster):
     assert "Tasks processed   13" in stats and "Workers stored    1" in stats
     assert json.loads(ok(cluster, "stats", "--json"))["tasks_stored"] == len(cluster.ids)
 
-    assert ok(cluster, "seen-tasks").split() == [
-        "demo.add",
-        "demo.big",
-        "demo.fail",
-        "demo.flaky",
-        "demo.login",
-        "demo.slow",
-        "demo.spawn",
-    ]
+    assert ok(cluster, "seen-tasks").split() == TASK_NAMES
 
 
 def test_the_url_comes_from_the_environment(cluster: Cluster):
