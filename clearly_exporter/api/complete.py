@@ -6,7 +6,7 @@ asks the backend for the whole values and waits at most the fetcher's deadline; 
 view says where its values come from (``values_source``) and which are still cut
 (``values_cut``). Lists and the live stream keep the events' values: a fetch per
 listed or streamed task would put the backend's latency on every line (the terminal
-client's ``capture`` asks this view for the lines that show a cut value).
+client's ``capture`` and ``tasks`` ask this view for the lines that show a cut value).
 """
 
 from __future__ import annotations

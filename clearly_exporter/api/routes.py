@@ -112,7 +112,8 @@ class Api:
         except QueryError as exc:
             return error(400, str(exc))
         tasks = await self._off_loop(self.queries.tasks, match, state, limit, reverse)
-        return json_response({"tasks": tasks})
+        # Lists keep the events' values; the task view completes them: a client may ask it.
+        return json_response({"tasks": tasks, "completes_values": self.fetcher is not None})
 
     async def _task(self, request: web.Request) -> web.Response:
         uuid = request.match_info["uuid"]

@@ -8,14 +8,12 @@ or on every heartbeat with ``stats``.
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 
-from clearly_exporter.client.http import ClientError
+from clearly_exporter.client.complete import WholeValues
 from clearly_exporter.client.render import (
     STANDARD,
     Display,
@@ -23,16 +21,9 @@ from clearly_exporter.client.render import (
     worker_line,
     worker_stats,
 )
-from clearly_exporter.reprs import completes, maybe_cut
 
 #: Task uuids remembered as already shown, so their first state is known.
 MAX_SEEN = 10_000
-#: States whose values the result backend holds: it stores them as a task ends or retries.
-STORED = frozenset({"SUCCESS", "FAILURE", "RETRY"})
-#: A task view slower than this to answer (a backend hung or slow), or failing, is not
-#: asked again for ``PAUSE`` seconds: every line after the one asking waits for it.
-SLOW = 1.0
-PAUSE = 30.0
 
 
 class CapturePrinter:
@@ -43,18 +34,13 @@ class CapturePrinter:
         console: Console,
         display: Display,
         stats: bool = False,
-        task_view: Callable[[str], dict[str, Any] | None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        whole: WholeValues | None = None,
     ) -> None:
         self.console = console
         self.display = display
         self.stats = stats
-        #: Asks the exporter for a task's view (``/api/tasks/<uuid>``), whose cut values
-        #: it completes from the result backend; it answers None where the exporter
-        #: completes none.
-        self.task_view = task_view
-        self.clock = clock
-        self._asking_from = 0.0
+        #: Takes the values Celery cut whole from the exporter's task view.
+        self.whole = whole
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._workers: dict[str, str] = {}
 
@@ -73,38 +59,9 @@ class CapturePrinter:
         self._seen.move_to_end(uuid)
         if len(self._seen) > MAX_SEEN:
             self._seen.popitem(last=False)
-        view = self._completed(view, first)
+        if self.whole is not None:
+            view = self.whole(view, self.display.values(view["state"], first))
         self.console.print(task_block(view, self.display, self.console.width, first))
-
-    def _completed(self, view: dict[str, Any], first: bool) -> dict[str, Any]:
-        """``view`` with the values it shows that Celery cut taken whole from the task
-        view, as clearly shows results: one request per such line, and the line as the
-        event had it when the view cannot tell more of that same attempt and state."""
-        if self.task_view is None or view["state"] not in STORED:
-            return view
-        shown = self.display.values(view["state"], first)
-        cut = [key for key in shown if maybe_cut(view.get(key))]
-        if not cut or self.clock() < self._asking_from:
-            return view
-        asked = self.clock()
-        try:
-            detail = self.task_view(view["uuid"])
-        except ClientError:
-            detail = None
-        if detail is None or self.clock() - asked > SLOW:
-            self._asking_from = self.clock() + PAUSE
-        attempt = (view["state"], view.get("retries"))
-        if detail is None or (detail.get("state"), detail.get("retries")) != attempt:
-            return view  # gone further meanwhile: not this line's values
-        still = detail.get("values_cut") or ()
-        whole = {
-            key: detail[key]
-            for key in cut
-            if key not in still
-            and isinstance(detail.get(key), str)
-            and completes(view[key], detail[key])
-        }
-        return {**view, **whole}
 
     def worker(self, view: dict[str, Any]) -> None:
         hostname = view["hostname"]

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from clearly_exporter.client.capture import CapturePrinter
+from clearly_exporter.client.complete import WholeValues
 from clearly_exporter.client.http import DEFAULT_URL, ClientError, Credentials, ExporterApi
 from clearly_exporter.client.render import (
     Display,
@@ -79,15 +80,15 @@ class ClearlyClient:
         is shown, as in clearly.
         """
         display = Display(params, success, error)
-        printer = CapturePrinter(self.console, display, stats, task_view=self._task_view)
+        printer = CapturePrinter(self.console, display, stats, WholeValues(self._task_view))
         with self._errors(), contextlib.suppress(KeyboardInterrupt):
             for event, data in self.api.stream(pattern, negate, workers, negate_workers):
                 printer(event, data)
 
     def _task_view(self, task_uuid: str) -> dict[str, Any] | None:
-        """The task view, where the exporter completes values Celery cut (its stream's
-        hello says whether it does); within the exporter's own fetch deadline, 5 s."""
-        if not self.api.hello.get("completes_values"):
+        """The task view, where the exporter completes values Celery cut (its stream and
+        lists say whether it does); within the exporter's own fetch deadline, 5 s."""
+        if not self.api.completes_values:
             return None
         return self.api.task(task_uuid, timeout=TASK_VIEW_TIMEOUT)
 
@@ -105,7 +106,9 @@ class ClearlyClient:
         """Show stored tasks (most recently updated first unless ``reverse=False``)."""
         with self._errors():
             display = Display(params, success, error)
+            whole = WholeValues(self._task_view)
             for view in self.api.tasks(pattern, negate, state, limit, reverse):
+                view = whole(view, display.values(view["state"], True))
                 self.console.print(task_block(view, display, self.console.width))
 
     def task(self, task_uuid: str) -> None:

@@ -61,9 +61,9 @@ class ExporterApi:
         netloc = parts.netloc.rpartition("@")[2]
         self.url = urllib.parse.urlunsplit(parts._replace(netloc=netloc)).rstrip("/")
         self.timeout = timeout
-        #: The exporter's ``hello`` on the stream last opened: its version, and whether
-        #: its task view completes values Celery cut (``completes_values``).
-        self.hello: dict[str, Any] = {}
+        #: Whether the exporter's task view completes values Celery cut, as its last
+        #: stream or list said.
+        self.completes_values = False
         self._headers = {"Accept": "*/*"}
         #: A user without a password is most often a forgotten ``--password``.
         self._no_password = user is not None and not password
@@ -88,7 +88,9 @@ class ExporterApi:
         reverse: bool = True,
     ) -> list[dict[str, Any]]:
         query = {"pattern": pattern, "negate": negate, "state": state, "limit": limit}
-        return self._get("/api/tasks", reverse=reverse, **query)["tasks"]
+        answer = self._get("/api/tasks", reverse=reverse, **query)
+        self.completes_values = bool(answer.get("completes_values"))
+        return answer["tasks"]
 
     def task(self, uuid: str, timeout: float | None = None) -> dict[str, Any]:
         path = "/api/tasks/" + urllib.parse.quote(uuid, safe="")
@@ -135,7 +137,7 @@ class ExporterApi:
                 name, hello = next(received, ("", ""))
                 if name != "hello":
                     raise self._not_exporter("/api/stream", response.status)
-                self.hello = json.loads(hello)
+                self.completes_values = bool(json.loads(hello).get("completes_values"))
                 for name, data in received:
                     if name == "end":
                         reason = json.loads(data)["reason"]

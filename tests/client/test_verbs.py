@@ -79,6 +79,8 @@ def test_task_shows_attempts_states_values_and_trace(cluster: Cluster):
     assert "values   whole, from the result backend" in big
     assert "#" * 100 in big.replace("\n", "").replace(" ", ""), "the whole result, wrapped"
     assert "values" not in ok(cluster, "task", ids["add1"]), "nothing cut, nothing said"
+    listed = "".join(ok(cluster, "tasks", "demo.big", "--success").split())
+    assert "#" * 100 in listed, "a list shows it whole too"
 
 
 def test_workers_stats_and_seen_tasks(cluster: Cluster):
