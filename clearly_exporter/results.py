@@ -16,12 +16,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from celery import Celery
 
 from clearly_exporter.brokers import redact_url
+from clearly_exporter.reprs import completes
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,11 @@ BACKOFF_MIN = 1.0
 BACKOFF_MAX = 30.0
 
 
-def backend_values(meta: dict, state: str | None) -> dict[str, str]:
-    """The backend's copy as Celery's reprs: the result where its status is ``state``
-    (it holds the task's latest), args and kwargs where it keeps them
-    (``result_extended``). Tracebacks are not here: Celery's events never cut them."""
+def whole_values(meta: dict, state: str | None, sent: Mapping[str, str | None]) -> dict[str, str]:
+    """The backend's whole copy of each ``sent`` value (``args``, ``kwargs``,
+    ``result``, as the events carried it) that Celery cut: the result where the
+    backend's status is ``state`` (it holds the task's latest), args and kwargs where it
+    keeps them (``result_extended``); each only if it completes the sent one."""
     values = {}
     if meta.get("status") == state == "SUCCESS":
         values["result"] = repr(meta.get("result"))
@@ -45,7 +47,7 @@ def backend_values(meta: dict, state: str | None) -> dict[str, str]:
         values["args"] = repr(tuple(meta["args"]))
     if isinstance(meta.get("kwargs"), dict):
         values["kwargs"] = repr(meta["kwargs"])
-    return values
+    return {key: whole for key, whole in values.items() if completes(sent.get(key), whole)}
 
 
 class Job(Protocol):

@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 from typing import Any
 
-from clearly_exporter.reprs import CUT_KEYS, completes, cut, maybe_cut
-from clearly_exporter.results import ResultFetcher, backend_values
+from clearly_exporter.reprs import CUT_KEYS, cut, maybe_cut
+from clearly_exporter.results import ResultFetcher, whole_values
 
 #: Longest value a view shows; longer ones are cut with a marker (redacting parses them).
 MAX_VALUE = 1 << 20
@@ -33,10 +33,10 @@ class ViewJob:
 
     def complete(self, meta: dict) -> None:
         view = self.view
-        for key, value in backend_values(meta, view.get("state")).items():
-            if key in self.cut and completes(view[key], value):
-                view[key] = cut(value, MAX_VALUE)
-                self.whole.append(key)
+        sent = {key: view[key] for key in self.cut}
+        for key, whole in whole_values(meta, view.get("state"), sent).items():
+            view[key] = cut(whole, MAX_VALUE)
+            self.whole.append(key)
 
     def finish(self) -> dict[str, Any]:
         still = [key for key in self.cut if key not in self.whole]

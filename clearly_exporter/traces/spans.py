@@ -18,8 +18,8 @@ from typing import NamedTuple
 from clearly_exporter.engine.records import HAS_ETA, OPENED_LATE, Attempt, TaskRecord, call_of
 from clearly_exporter.engine.states import BIT, FAILURE, KNOWN, RETRY, SUCCESS
 from clearly_exporter.engine.task_metrics import exception_class
-from clearly_exporter.reprs import CUT_KEYS, completes, cut, maybe_cut
-from clearly_exporter.results import backend_values
+from clearly_exporter.reprs import CUT_KEYS, cut, maybe_cut
+from clearly_exporter.results import whole_values
 from clearly_exporter.retries import as_logged
 from clearly_exporter.traces.ids import span_id, trace_id
 from clearly_exporter.traces.redact import Redactor
@@ -206,14 +206,13 @@ class Draft:
 
     def complete(self, meta: dict) -> None:
         """The backend's values where they are this attempt's (``results.Job``)."""
-        fetched = backend_values(meta, self.span.attributes["celery.task.state"])
-        for key, whole in fetched.items():
-            name = f"celery.task.{key}"
-            if self.own_args and key != "result":
-                continue  # a retry changed them: the backend's are the latest attempt's
-            if completes(self.values.get(name), whole):
-                self.values[name] = whole
-                self.completed.add(name)
+        # A retry changed the args: the backend's are the latest attempt's.
+        keys = ("result",) if self.own_args else CUT_KEYS
+        sent = {key: self.values.get(f"celery.task.{key}") for key in keys}
+        state = self.span.attributes["celery.task.state"]
+        for key, whole in whole_values(meta, state, sent).items():
+            self.values[f"celery.task.{key}"] = whole
+            self.completed.add(f"celery.task.{key}")
 
     def _result_source(self) -> str:
         if "celery.task.result" in self.completed:
