@@ -176,10 +176,18 @@ class Scraper:
     #: Numbers each one's log file.
     _started = itertools.count(1)
 
-    def __init__(self, exporter: Exporter, every: float, count: int | None = None) -> None:
+    def __init__(
+        self,
+        exporter: Exporter,
+        every: float,
+        count: int | None = None,
+        as_prometheus: bool = False,
+    ) -> None:
         self.exporter = exporter
         self.every = every
         self.count = count
+        #: Prometheus's headers (OpenMetrics, gzip) rather than none.
+        self.as_prometheus = as_prometheus
         self.seconds: list[float] = []
         self.bytes = 0
         self.error: str | None = None
@@ -187,7 +195,8 @@ class Scraper:
         self._reader = threading.Thread(target=self._read, name="scraper-reader", daemon=True)
 
     def start(self) -> None:
-        argv = [sys.executable, str(BENCH / "scraper.py"), self.exporter.base + "/metrics"]
+        argv = [sys.executable, str(BENCH / "scraper.py")]
+        argv += ["--as-prometheus"] * self.as_prometheus + [self.exporter.base + "/metrics"]
         argv += [str(self.every), *([str(self.count)] if self.count is not None else [])]
         log = self.exporter.log.with_name(f"scraper-{next(Scraper._started)}.log")
         self._child = Child(argv, log, lines=True)
@@ -392,7 +401,12 @@ def last_event(exporter: Exporter) -> float:
 
 
 def ingest(
-    exporter: Exporter, storm: Storm, url: str, scrape_every: float | None, timeout: float
+    exporter: Exporter,
+    storm: Storm,
+    url: str,
+    scrape_every: float | None,
+    timeout: float,
+    as_prometheus: bool = False,
 ) -> Ingest:
     """Freeze, publish the storm as a backlog, thaw; time until its last event was received.
 
@@ -403,7 +417,7 @@ def ingest(
     base = exporter.count()
     freeze(exporter)
     publish(storm, url)
-    scraper = Scraper(exporter, scrape_every) if scrape_every else None
+    scraper = Scraper(exporter, scrape_every, None, as_prometheus) if scrape_every else None
     thawed = time.time()
     os.kill(exporter.pid, signal.SIGCONT)
     if scraper is not None:
@@ -426,7 +440,7 @@ def scrape(
     exporter = start_exporter(args, r, db, max_tasks, workdir / "scrape_exporter.log")
     try:
         publish_in_step(args.broker, prime.messages, (exporter,), 0, args.timeout)
-        idle = Scraper(exporter, 0.0, 5)
+        idle = Scraper(exporter, 0.0, 5, args.as_prometheus)
         idle.run()
         body = exporter.get("/metrics")[1].decode()
         samples = parse_metrics(body)
@@ -489,7 +503,7 @@ def ingest_rounds(
         for every in (None, args.scrape_every) if k % 2 == 0 else (args.scrape_every, None):
             seed = spec.seed + 1 + len(plain) + len(scraped)
             storm = build_storm(dataclasses.replace(spec, seed=seed))
-            done = ingest(exporter, storm, args.broker, every, args.timeout)
+            done = ingest(exporter, storm, args.broker, every, args.timeout, args.as_prometheus)
             if every is None:
                 plain.append(done)
                 print(
@@ -520,7 +534,7 @@ def steady_scrapes(
     )
     base = exporter.count()
     publisher = PacedPublisher(args.broker, storm, args.load_rate)
-    scraper = Scraper(exporter, args.scrape_every, args.scrape_count)
+    scraper = Scraper(exporter, args.scrape_every, args.scrape_count, args.as_prometheus)
     publisher.start()
     wait_for("the publisher's first second", lambda: publisher.events >= args.load_rate, 30)
     scraper.start()
@@ -541,13 +555,16 @@ def steady_scrapes(
     over = sum(1 for x in scraper.seconds if x > SCRAPE_TIMEOUT)
     print(
         f"scrape: under a steady {publisher.achieved:,.0f} events/s "
-        f"({publisher.events:,} events): {spread_text(s)}; over {SCRAPE_TIMEOUT:g} s: "
+        f"({publisher.events:,} events): {spread_text(s)}, {scraper.bytes / 1e6:.1f} MB each "
+        f"{'as Prometheus asks (OpenMetrics, gzip)' if args.as_prometheus else 'plain'}; "
+        f"over {SCRAPE_TIMEOUT:g} s: "
         f"{over}; the exporter was {lag:.1f} s behind when the load stopped",
         flush=True,
     )
     return {
         "steady_scrape_ms": s,
         "steady_scrape_bytes": scraper.bytes,
+        "steady_as_prometheus": args.as_prometheus,
         "steady_load_rate": publisher.achieved,
         "steady_events": publisher.events,
         "steady_catch_up_seconds": lag,

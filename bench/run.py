@@ -99,6 +99,12 @@ def arguments() -> argparse.ArgumentParser:
     group.add_argument("--scrape-count", type=int, default=50, help="scrapes timed under load")
     group.add_argument("--scrape-every", type=float, default=1.0, help="seconds between scrapes")
     group.add_argument(
+        "--as-prometheus",
+        action="store_true",
+        help="scrape: ask as Prometheus does (OpenMetrics, gzip); plain: the text format, "
+        "not compressed",
+    )
+    group.add_argument(
         "--ingest-rounds",
         type=int,
         default=3,

@@ -4,7 +4,9 @@ A process of its own, as Prometheus is: a scraper thread in the runner's process
 also runs the paced publisher) waited for the GIL after every read of the 40 MB body,
 which put up to ~800 ms of its own on a scrape's p99.
 
-Usage: ``scraper.py URL EVERY [COUNT]``. One line per scrape on stdout: ``seconds bytes``;
+Usage: ``scraper.py [--as-prometheus] URL EVERY [COUNT]``. Plain, it asks for nothing (the
+text format, not compressed); ``--as-prometheus`` sends Prometheus 2's headers (OpenMetrics
+first, gzip) and reads the body as sent. One line per scrape on stdout: ``seconds bytes``;
 a scrape answered with anything but 200 prints ``error <status>`` and ends it. It stops
 after COUNT scrapes, or when its stdin closes. A scrape longer than EVERY is followed by
 the next scheduled one (missed ticks are skipped, as Prometheus does).
@@ -19,6 +21,13 @@ import time
 import urllib.request
 from urllib.error import HTTPError
 
+#: What Prometheus 2.42 sends (read off a scrape), but the timeout.
+PROMETHEUS = {
+    "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+    "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "Accept-Encoding": "gzip",
+}
+
 
 def halted(seconds: float) -> bool:
     """Wait up to ``seconds``; True if stdin closed (the runner says stop) meanwhile."""
@@ -26,25 +35,29 @@ def halted(seconds: float) -> bool:
     return bool(ready) and not sys.stdin.buffer.read1(1)
 
 
-def scrape(url: str) -> tuple[int, int]:
-    """One GET read to its end: status and size."""
+def scrape(url: str, headers: dict[str, str]) -> tuple[int, int]:
+    """One GET read to its end: status and size (as sent: gzipped if it was)."""
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
+        request = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, len(response.read())
     except HTTPError as exc:
         return exc.code, 0
 
 
 def main(argv: list[str]) -> int:
+    headers = {}
+    if argv[:1] == ["--as-prometheus"]:
+        headers, argv = PROMETHEUS, argv[1:]
     if len(argv) not in (2, 3):
-        sys.exit("usage: scraper.py URL EVERY [COUNT]")
+        sys.exit("usage: scraper.py [--as-prometheus] URL EVERY [COUNT]")
     url, every = argv[0], float(argv[1])
     count = int(argv[2]) if len(argv) == 3 else None
     start = time.monotonic()
     tick = done = 0
     while count is None or done < count:
         began = time.perf_counter()
-        status, size = scrape(url)
+        status, size = scrape(url, headers)
         seconds = time.perf_counter() - began
         if status != 200:
             print(f"error {status}", flush=True)

@@ -17,11 +17,12 @@ from typing import BinaryIO
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import gzip_accepted
 
 from clearly_exporter import __version__
 from clearly_exporter.api.routes import Api, error
 from clearly_exporter.basicauth import BasicAuth, credentials
-from clearly_exporter.metrics.bodyfile import BodyFiles, write_all
+from clearly_exporter.metrics.bodyfile import BodyFiles, gzipped, write_all
 from clearly_exporter.metrics.exposition import generate_chunks
 from clearly_exporter.metrics.renderer import RenderProcess
 from clearly_exporter.webconfig import WebConfig
@@ -51,17 +52,22 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _render(
-    registry: CollectorRegistry, accept: str, body: BinaryIO, renderer: RenderProcess | None
-) -> tuple[int, str]:
+    registry: CollectorRegistry,
+    accept: str,
+    body: BinaryIO,
+    renderer: RenderProcess | None,
+    gzip: bool,
+) -> tuple[int, str, bytes | None]:
     """A scrape written at the start of ``body`` (a file made ahead is larger: only its
-    first ``size`` bytes are the scrape); its size and content type."""
+    first ``size`` bytes are the scrape); its size, content type, and the scrape
+    gzipped if ``gzip``."""
     if renderer is not None:
         size, content_type = renderer.scrape(registry, accept, body.fileno())
     else:
         chunks, content_type = generate_chunks(registry, accept)
         size = write_all(body.fileno(), chunks)
     body.seek(0)  # asyncio's sendfile without native support (TLS) reads from here
-    return size, content_type
+    return size, content_type, gzipped(body.fileno(), size) if gzip else None
 
 
 class Guard:
@@ -175,7 +181,8 @@ class HttpServer:
         return error(404, "the API is switched off on this exporter (--no-api)")
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
-        """Rendered on a thread of its own into an in-memory file, sent by ``sendfile``.
+        """Rendered on a thread of its own into an in-memory file, sent by ``sendfile``;
+        gzipped there too if the scraper asks.
 
         While a backlog drains, the event consumer keeps the GIL up to the 5 ms switch
         interval each time the loop thread asks for it back: a body handed over in
@@ -185,17 +192,25 @@ class HttpServer:
         scrape's file is made, a sixteenth larger.
         """
         accept = request.headers.get("Accept", "")
+        gzip = gzip_accepted(request.headers.get("Accept-Encoding", ""))
         body = self._bodies.take()
-        render = self._scrapes.submit(_render, self.registry, accept, body, self.renderer)
+        render = self._scrapes.submit(_render, self.registry, accept, body, self.renderer, gzip)
         try:
-            size, content_type = await asyncio.wrap_future(render)
-            response = web.StreamResponse(headers={"Content-Type": content_type})
-            response.content_length = size
+            size, content_type, packed = await asyncio.wrap_future(render)
+            response = web.StreamResponse(
+                headers={"Content-Type": content_type, "Vary": "Accept-Encoding"}
+            )
+            if packed is not None:
+                response.headers["Content-Encoding"] = "gzip"
+            response.content_length = size if packed is None else len(packed)
             await response.prepare(request)
             if request.method != "HEAD":
-                if request.transport is None:
+                if packed is not None:
+                    await response.write(packed)
+                elif request.transport is None:
                     raise ConnectionResetError("the client went away")
-                await asyncio.get_running_loop().sendfile(request.transport, body, 0, size)
+                else:
+                    await asyncio.get_running_loop().sendfile(request.transport, body, 0, size)
             await response.write_eof()
             with contextlib.suppress(RuntimeError):  # the server is stopping
                 self._scrapes.submit(self._bodies.make_ahead, size + size // 16)

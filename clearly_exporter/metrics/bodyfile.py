@@ -1,4 +1,5 @@
-"""A scrape's body: an in-memory file, written with ``writev``, sent with ``sendfile``.
+"""A scrape's body: an in-memory file, written with ``writev``, sent with ``sendfile``,
+or gzipped for a scraper that asks (Prometheus does).
 
 A 40 MB body joined in memory cost ~26 ms of page faults every scrape, holding the GIL;
 written into a file by the kernel it is not copied again, and the loop sends it as it is.
@@ -6,13 +7,20 @@ written into a file by the kernel it is not copied again, and the loop sends it 
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 import threading
+import zlib
 from typing import BinaryIO
 
 #: Chunks one ``writev`` takes at most.
 IOV_MAX = os.sysconf("SC_IOV_MAX")
+#: zlib's fastest: an exposition comes out ~12 times smaller; the default level takes
+#: three times as long for a fifth fewer bytes.
+GZIP_LEVEL = 1
+#: zlib's window bits for a gzip header and trailer.
+GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
 def write_all(fd: int, chunks: list[bytes]) -> int:
@@ -34,6 +42,19 @@ def write_all(fd: int, chunks: list[bytes]) -> int:
             done -= len(chunk)
             first += 1
     return written
+
+
+def gzipped(fd: int, size: int) -> bytes:
+    """The first ``size`` bytes of ``fd`` as a gzip stream.
+
+    Read through a mapping of the file, not copied out of it; zlib lets go of the GIL
+    while it compresses, so the event consumer goes on meanwhile.
+    """
+    packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
+    if size == 0:
+        return packer.flush()
+    with mmap.mmap(fd, size, prot=mmap.PROT_READ) as body:
+        return packer.compress(body) + packer.flush()
 
 
 def body_file() -> BinaryIO:

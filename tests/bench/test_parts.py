@@ -1,4 +1,5 @@
-"""The benchmark's parts that need no broker: OTLP sink, profile summary, statistics."""
+"""The benchmark's parts that need no broker: OTLP sink, scraper, profile summary,
+statistics."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 
+from clearly_exporter.server import HttpServer
 from tests.bench.loader import BENCH, bench_module
 
 otlp_sink = bench_module("otlp_sink")
@@ -79,6 +83,47 @@ thread (11): clearly-exporter-source;Thread._bootstrap (threading.py:990);EventS
 thread (11): clearly-exporter-source;Thread._bootstrap (threading.py:990);EventSource.run (clearly_exporter/source.py:90) 2
 thread (12): clearly-span-shipper;Thread._bootstrap (threading.py:990);encode_spans (trace_encoder/__init__.py:40) 2
 """  # noqa: E501
+
+
+class Wide:
+    """A collector of 5,000 series."""
+
+    def collect(self):
+        family = GaugeMetricFamily("wide", "wide", labels=["l"])
+        for i in range(5_000):
+            family.add_metric([f"{i:06d}"], i)
+        yield family
+
+    def describe(self):
+        return []
+
+
+def scraped_sizes(port: int, *flags: str) -> list[int]:
+    """Three scrapes by bench/scraper.py: the sizes it reports. Its stdin stays open
+    meanwhile: closed, it would stop."""
+    argv = [sys.executable, str(BENCH / "scraper.py"), *flags]
+    argv += [f"http://127.0.0.1:{port}/metrics", "0", "3"]
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as run:
+        out = run.stdout.read()  # type: ignore[union-attr]
+    assert run.wait(60) == 0
+    lines = [line.split() for line in out.splitlines()]
+    assert len(lines) == 3 and all(float(seconds) > 0 for seconds, _ in lines)
+    return [int(size) for _, size in lines]
+
+
+def test_the_scraper_asks_as_prometheus_only_when_told():
+    """Plain, the text format as sent; as Prometheus, OpenMetrics gzipped, far fewer bytes."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Wide())
+    server = HttpServer("127.0.0.1", 0, registry, lambda: None)
+    server.start()
+    try:
+        plain = scraped_sizes(server.port)
+        packed = scraped_sizes(server.port, "--as-prometheus")
+    finally:
+        server.stop()
+    assert len(set(plain)) == 1 and plain[0] > 100_000
+    assert max(packed) * 3 < plain[0]
 
 
 def test_a_profile_is_summarised_by_thread_own_and_inclusive_time(tmp_path: Path):

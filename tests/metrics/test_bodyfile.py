@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 
 from clearly_exporter.metrics import bodyfile
-from clearly_exporter.metrics.bodyfile import BodyFiles, body_file, write_all
+from clearly_exporter.metrics.bodyfile import BodyFiles, body_file, gzipped, write_all
 
 
 def test_short_writes_go_on_where_they_stopped(monkeypatch):
@@ -54,3 +55,20 @@ def test_once_closed_no_file_made_ahead_is_kept():
     bodies.make_ahead(1 << 20)  # a scrape that ended while the server stopped
     with bodies.take() as body:
         assert os.fstat(body.fileno()).st_size == 0
+
+
+def test_gzipped_is_the_scrape_alone_of_a_larger_file():
+    """A file made ahead is larger than its scrape: what lies past it is not sent."""
+    bodies = BodyFiles()
+    bodies.make_ahead(1 << 20)
+    scrape = b"".join(b'x_total{l="%d"} %d\n' % (i, i * 7) for i in range(20_000))
+    with bodies.take() as body:
+        write_all(body.fileno(), [scrape])
+        packed = gzipped(body.fileno(), len(scrape))
+    assert gzip.decompress(packed) == scrape
+    assert len(packed) * 4 < len(scrape)
+
+
+def test_an_empty_scrape_gzips_to_an_empty_stream():
+    with body_file() as body:
+        assert gzip.decompress(gzipped(body.fileno(), 0)) == b""
