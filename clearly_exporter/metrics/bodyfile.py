@@ -11,16 +11,17 @@ import mmap
 import os
 import tempfile
 import threading
-import zlib
 from typing import BinaryIO
+
+from isal import isal_zlib
 
 #: Chunks one ``writev`` takes at most.
 IOV_MAX = os.sysconf("SC_IOV_MAX")
-#: zlib's fastest: an exposition comes out ~12 times smaller; the default level takes
-#: three times as long for a fifth fewer bytes.
+#: ISA-L's level 1: an exposition comes out ~12 times smaller, ~2 GB/s here; zlib's
+#: fastest level made it as small at a quarter of the speed.
 GZIP_LEVEL = 1
-#: zlib's window bits for a gzip header and trailer.
-GZIP_WBITS = 16 + zlib.MAX_WBITS
+#: Window bits asking for a gzip header and trailer.
+GZIP_WBITS = 16 + isal_zlib.MAX_WBITS
 
 
 def write_all(fd: int, chunks: list[bytes]) -> int:
@@ -47,10 +48,10 @@ def write_all(fd: int, chunks: list[bytes]) -> int:
 def gzipped(fd: int, size: int) -> bytes:
     """The first ``size`` bytes of ``fd`` as a gzip stream.
 
-    Read through a mapping of the file, not copied out of it; zlib lets go of the GIL
+    Read through a mapping of the file, not copied out of it; ISA-L lets go of the GIL
     while it compresses, so the event consumer goes on meanwhile.
     """
-    packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
+    packer = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, GZIP_WBITS)
     if size == 0:
         return packer.flush()
     with mmap.mmap(fd, size, prot=mmap.PROT_READ) as body:
