@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from itertools import accumulate
+from itertools import accumulate, chain, repeat
 from typing import Any, NamedTuple
 
 from prometheus_client.exposition import choose_encoder
@@ -53,11 +53,22 @@ def number(value: float) -> str:
     return floatToGoString(value)
 
 
-def exemplar_text(exemplar: Exemplar) -> str:
-    """`` # {trace_id="..."} value timestamp``, as prometheus_client's OpenMetrics writes it."""
-    labels = ",".join(f'{k}="{escape(v)}"' for k, v in sorted(exemplar.labels.items()))
-    text = f" # {{{labels}}} {floatToGoString(exemplar.value)}"
-    return text if exemplar.timestamp is None else f"{text} {exemplar.timestamp}"
+def exemplar_text(exemplar: Exemplar | None) -> bytes:
+    """`` # {trace_id="..."} value timestamp``, as prometheus_client's OpenMetrics writes it;
+    nothing for no exemplar."""
+    if exemplar is None:
+        return b""
+    labels, value, timestamp = exemplar
+    if len(labels) == 1:  # the engine's: a trace id, without sorting or joining
+        ((name, text),) = labels.items()
+        pairs = f'{name}="{escape(text)}"'
+    else:
+        pairs = ",".join(f'{k}="{escape(v)}"' for k, v in sorted(labels.items()))
+    if not (type(value) is float and abs(value) < PLAIN_SUM):
+        value = floatToGoString(value)
+    if timestamp is None:
+        return f" # {{{pairs}}} {value}".encode()
+    return f" # {{{pairs}}} {value} {timestamp}".encode()
 
 
 class Verbatim(str):
@@ -353,15 +364,15 @@ class HistogramFamily(CachedFamily):
         )
 
     def _template(self, keys: Sequence[Key], openmetrics: bool) -> tuple[bytes, list[bytes]]:
-        """The block's template and each series': a ``%d`` per cumulative bucket, one for
-        the count, ``%a`` for the sum. Empty for lines with exemplars (see ``_lines``)."""
-        if openmetrics and self.exemplars:
-            return b"", []
+        """The block's template and each series': a ``%d`` per cumulative bucket (and a
+        ``%s`` for its exemplar, where they are shown), one for the count, ``%a`` for the
+        sum."""
+        end = "%s\n" if openmetrics and self.exemplars else "\n"
         name, out = self.name, []
         for key in keys:
             labels = self.labelset(key).replace("%", "%%")
             bucket = f"{name}_bucket{{{labels},"
-            lines = [f"{bucket}{le}%d\n" for le in self._les]
+            lines = [f"{bucket}{le}%d{end}" for le in self._les]
             lines.append(f"{name}_count{{{labels}}} %d\n{name}_sum{{{labels}}} %a\n")
             out.append("".join(lines).encode())
         return b"".join(out), out
@@ -377,9 +388,7 @@ class HistogramFamily(CachedFamily):
         """A block of which a few series changed (a steady load) renders only those, each
         on its own; one with most changed (a backlog draining) is rendered at once, twice
         as fast as series by series."""
-        if openmetrics and self.exemplars:
-            block.body = "".join(map(self._lines, keys, values)).encode()
-            return
+        shown = openmetrics and self.exemplars
         whole, templates = block.template
         parts = block.parts
         changed = (
@@ -389,35 +398,21 @@ class HistogramFamily(CachedFamily):
         )
         if changed * 2 > len(values):
             args: list = []
-            extend, append = args.extend, args.append
-            for counts, total, _ in values:
-                extend(accumulate(counts))
-                append(args[-1])
-                append(total if total < PLAIN_SUM else Verbatim(floatToGoString(total)))
+            extend = args.extend
+            for hist in values:
+                extend(_values(hist, shown))
             block.body, block.parts = whole % tuple(args), None
             return
         if parts is None:
-            parts = block.parts = list(map(_series, templates, values))
+            parts = block.parts = [
+                _series(t, hist, shown) for t, hist in zip(templates, values, strict=True)
+            ]
         else:
             for i, (hist, old) in enumerate(zip(values, before, strict=True)):  # type: ignore[arg-type]
                 if hist is not old:
-                    parts[i] = _series(templates[i], hist)
+                    parts[i] = _series(templates[i], hist, shown)
         # Not joined: ~38 MB copied again each scrape (20 ms) for one ``writev`` to copy.
         block.body = parts
-
-    def _lines(self, key: Key, hist: Frozen) -> str:
-        """A series' lines with its exemplars (OpenMetrics): seldom scraped, not templated."""
-        name, labels = self.name, self.labelset(key)
-        counts = list(accumulate(hist[0]))
-        bucket = f"{name}_bucket{{{labels},"
-        exemplars = hist[2] or [None] * len(counts)
-        lines = [
-            f"{bucket}{le}{n}{exemplar_text(ex) if ex else ''}\n"
-            for le, n, ex in zip(self._les, counts, exemplars, strict=True)
-        ]
-        lines.append(f"{name}_count{{{labels}}} {counts[-1]}\n")
-        lines.append(f"{name}_sum{{{labels}}} {floatToGoString(hist[1])}\n")
-        return "".join(lines)
 
     @property
     def samples(self) -> list[Sample]:
@@ -444,13 +439,23 @@ def build(spec: Spec, caches: Caches) -> CachedFamily:
     return ScalarFamily(name, documentation, typ, labels, [], [], caches.of(name))
 
 
-def _series(template: bytes, hist: Frozen) -> bytes:
-    """One histogram series' lines: cumulative buckets, the count, the sum."""
-    counts, total, _ = hist
+def _values(hist: Frozen, exemplars: bool) -> list:
+    """What a histogram series' template takes: cumulative buckets (each followed by its
+    exemplar's text if ``exemplars``), the count, the sum."""
+    counts, total, marks = hist
     args: list = list(accumulate(counts))
-    args.append(args[-1])
+    count = args[-1]
+    if exemplars:
+        texts = map(exemplar_text, marks) if marks is not None else repeat(b"")
+        args = list(chain.from_iterable(zip(args, texts, strict=False)))
+    args.append(count)
     args.append(total if total < PLAIN_SUM else Verbatim(floatToGoString(total)))
-    return template % tuple(args)
+    return args
+
+
+def _series(template: bytes, hist: Frozen, exemplars: bool) -> bytes:
+    """One histogram series' lines."""
+    return template % tuple(_values(hist, exemplars))
 
 
 class Collected:

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
@@ -19,6 +20,7 @@ from clearly_exporter.metrics.exposition import (
     HistogramFamily,
     ScalarFamily,
     SeriesCache,
+    exemplar_text,
     generate,
     generate_chunks,
     number,
@@ -196,6 +198,41 @@ def test_exemplars_only_in_openmetrics_and_only_on_runtime_buckets():
         ' # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 0.07 ' + repr(T0 + 0.07)
     ]
     assert openmetrics.endswith("# EOF\n")
+
+
+class Fixed:
+    """A collector of one family."""
+
+    def __init__(self, family: HistogramMetricFamily) -> None:
+        self.family = family
+
+    def collect(self):
+        yield self.family
+
+    def describe(self):
+        return []
+
+
+@pytest.mark.parametrize(
+    "exemplar",
+    [
+        Exemplar({"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}, 0.07, T0),
+        Exemplar({"trace_id": HOSTILE}, 2.5, None),
+        Exemplar({"trace_id": "4bf9", "span_id": "b7ad6b7169203331"}, 1234567.5, 1700000000),
+        Exemplar({"trace_id": "4bf9"}, 3, T0),
+        Exemplar({"trace_id": "4bf9"}, float("inf"), T0),
+        Exemplar({"trace_id": "4bf9"}, 1e-05, T0),
+    ],
+)
+def test_an_exemplar_is_written_as_prometheus_client_writes_it(exemplar):
+    family = HistogramMetricFamily("h", "h", labels=["l"])
+    family.add_metric(["v"], [("1.0", 1, exemplar), ("+Inf", 1)], 1.0)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed(family))
+    theirs = generate_openmetrics(registry).decode()
+    (line,) = [line for line in theirs.splitlines() if " # {" in line]
+    assert line.split(" # {", 1)[1] == exemplar_text(exemplar).decode().split(" # {", 1)[1]
+    assert exemplar_text(None) == b""
 
 
 def test_hostile_label_values_come_back_unchanged():
