@@ -298,6 +298,20 @@ def start_exporter(
     return exporter
 
 
+def start_traced(
+    args: argparse.Namespace, r: redis.Redis, db: int, max_tasks: int, workdir: Path, mode: str
+) -> tuple[Exporter, OtlpSink | None]:
+    """``start_exporter``, sending spans to a sink of its own if ``--tracing``."""
+    sink = OtlpSink(workdir / f"{mode}_sink.log") if args.tracing else None
+    extra = ["--otlp-endpoint", sink.endpoint] if sink else []
+    try:
+        return start_exporter(args, r, db, max_tasks, workdir / f"{mode}_exporter.log", extra), sink
+    except BaseException:
+        if sink:
+            sink.stop()
+        raise
+
+
 def fit(points: list[tuple[float, float]]) -> float:
     """Least-squares slope of y against x."""
     n = len(points)
@@ -437,7 +451,7 @@ def scrape(
     prime = build_storm(spec)
     print(f"scrape: prime storm {describe(prime)}", flush=True)
     max_tasks = args.max_tasks or 1_000_000
-    exporter = start_exporter(args, r, db, max_tasks, workdir / "scrape_exporter.log")
+    exporter, sink = start_traced(args, r, db, max_tasks, workdir, "scrape")
     try:
         publish_in_step(args.broker, prime.messages, (exporter,), 0, args.timeout)
         idle = Scraper(exporter, 0.0, 5, args.as_prometheus)
@@ -461,6 +475,8 @@ def scrape(
         steady = steady_scrapes(args, spec, exporter, 2 * args.ingest_rounds + 1)
     finally:
         exporter.stop()
+        if sink:
+            sink.stop()
     ratio = share(
         statistics.median(i.rate for i in scraped), statistics.median(i.rate for i in plain)
     )
@@ -656,14 +672,7 @@ def freshness(
     print(f"freshness: load {describe(storm)}", flush=True)
     expected = int(args.load_rate * args.freshness_seconds / storm.events * spec.tasks)
     max_tasks = args.max_tasks or expected * 11 // 10 + 10_000
-    sink = OtlpSink(workdir / "freshness_sink.log") if args.tracing else None
-    extra = ["--otlp-endpoint", sink.endpoint] if sink else []
-    try:
-        exporter = start_exporter(args, r, db, max_tasks, workdir / "freshness_exporter.log", extra)
-    except BaseException:
-        if sink:
-            sink.stop()
-        raise
+    exporter, sink = start_traced(args, r, db, max_tasks, workdir, "freshness")
     marker = Marker(args.broker, exporter, args.poll_ms / 1000)
     gap = threading.Event()
     try:

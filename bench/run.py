@@ -116,7 +116,9 @@ def arguments() -> argparse.ArgumentParser:
     )
     group.add_argument("--marker-every", type=float, default=0.5, help="seconds between markers")
     group.add_argument(
-        "--tracing", action="store_true", help="freshness: the exporter sends spans to a sink"
+        "--tracing",
+        action="store_true",
+        help="scrape, freshness: the exporter sends spans to a sink (and exemplars show)",
     )
     group.add_argument("--idle-markers", type=int, default=20, help="markers with no load")
     group.add_argument(
