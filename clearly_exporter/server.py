@@ -192,7 +192,11 @@ class HttpServer:
         scrape's file is made, a sixteenth larger.
         """
         accept = request.headers.get("Accept", "")
-        gzip = gzip_accepted(request.headers.get("Accept-Encoding", ""))
+        # A HEAD answer says the length of the body as it is: compressing it only to tell
+        # its compressed length would cost as much as a GET.
+        gzip = request.method != "HEAD" and gzip_accepted(
+            request.headers.get("Accept-Encoding", "")
+        )
         body = self._bodies.take()
         render = self._scrapes.submit(_render, self.registry, accept, body, self.renderer, gzip)
         try:

@@ -306,9 +306,9 @@ class Tagged:
         return []
 
 
-def request_bytes(port: int, *requests: str) -> bytes:
-    """Requests on one connection, the last one closing it."""
-    heads = [f"{r} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n" for r in requests]
+def request_bytes(port: int, *requests: str, headers: str = "") -> bytes:
+    """Requests on one connection, each with ``headers``, the last one closing it."""
+    heads = [f"{r} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}" for r in requests]
     heads[-1] += "Connection: close\r\n"
     return "\r\n".join(heads).encode() + b"\r\n"
 
@@ -345,17 +345,24 @@ def test_a_slow_reader_gets_its_own_scrape_not_the_next_one():
         server.stop()
 
 
-def test_head_of_metrics_sends_no_body():
-    """A body after a HEAD answer would be read as the next response on the connection."""
+@pytest.mark.parametrize("encoding", ["", "Accept-Encoding: gzip\r\n"])
+def test_head_of_metrics_sends_no_body(encoding):
+    """A body after a HEAD answer would be read as the next response on the connection.
+    Asked as Prometheus asks, it tells the body's length as it is, not compressed."""
     registry = busy_registry(20)
     server = HttpServer("127.0.0.1", 0, registry, lambda: None)
     server.start()
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-            sock.sendall(request_bytes(server.port, "HEAD /metrics", "GET /healthz"))
+            sock.sendall(
+                request_bytes(server.port, "HEAD /metrics", "GET /healthz", headers=encoding)
+            )
             answer = receive_all(sock)
+            length = len(fetch(server.port, "")[0])
     finally:
         server.stop()
     head, rest = answer.split(b"\r\n\r\n", 1)
-    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length" in head
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Encoding" not in head
+    told = re.search(rb"Content-Length: (\d+)\r\n", head)
+    assert told and abs(int(told[1]) - length) < 100, "the body's length as it is (± its timing)"
     assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b"\r\n\r\nok\n")

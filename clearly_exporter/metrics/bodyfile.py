@@ -48,8 +48,9 @@ def write_all(fd: int, chunks: list[bytes]) -> int:
 def gzipped(fd: int, size: int) -> bytes:
     """The first ``size`` bytes of ``fd`` as a gzip stream.
 
-    Read through a mapping of the file, not copied out of it; ISA-L lets go of the GIL
-    while it compresses, so the event consumer goes on meanwhile.
+    Read through a mapping of the file, not copied out of it. ISA-L lets go of the GIL
+    while it compresses and takes it back only to grow its output, a few times a scrape,
+    so the event consumer goes on meanwhile.
     """
     packer = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, GZIP_WBITS)
     if size == 0:

@@ -449,7 +449,7 @@ def _values(hist: Frozen, exemplars: bool) -> list:
         texts = map(exemplar_text, marks) if marks is not None else repeat(b"")
         args = list(chain.from_iterable(zip(args, texts, strict=False)))
     args.append(count)
-    args.append(total if total < PLAIN_SUM else Verbatim(floatToGoString(total)))
+    args.append(total if abs(total) < PLAIN_SUM else Verbatim(floatToGoString(total)))
     return args
 
 

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from clearly_exporter.server import HttpServer
 from tests.bench.loader import BENCH, bench_module
@@ -23,6 +24,7 @@ from tests.bench.loader import BENCH, bench_module
 otlp_sink = bench_module("otlp_sink")
 hotspots = bench_module("hotspots")
 live = bench_module("live")
+scraper = bench_module("scraper")
 
 
 def request(*spans_per_scope: int) -> trace_service_pb2.ExportTraceServiceRequest:
@@ -124,6 +126,9 @@ def test_the_scraper_asks_as_prometheus_only_when_told():
         server.stop()
     assert len(set(plain)) == 1 and plain[0] > 100_000
     assert max(packed) * 3 < plain[0]
+    _, content_type = choose_encoder(scraper.PROMETHEUS["Accept"])
+    assert content_type.startswith("application/openmetrics-text")
+    assert gzip_accepted(scraper.PROMETHEUS["Accept-Encoding"])
 
 
 def test_a_profile_is_summarised_by_thread_own_and_inclusive_time(tmp_path: Path):

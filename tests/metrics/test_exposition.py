@@ -222,6 +222,8 @@ class Fixed:
         Exemplar({"trace_id": "4bf9"}, 3, T0),
         Exemplar({"trace_id": "4bf9"}, float("inf"), T0),
         Exemplar({"trace_id": "4bf9"}, 1e-05, T0),
+        Exemplar({"trace_id": "4bf9"}, float("nan"), T0),
+        Exemplar({"trace_id": "4bf9"}, -2e6, T0),
     ],
 )
 def test_an_exemplar_is_written_as_prometheus_client_writes_it(exemplar):
