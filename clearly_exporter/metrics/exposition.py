@@ -212,9 +212,9 @@ class CachedFamily:
             for block, start in zip(blocks, range(0, len(keys), size), strict=True):
                 now = values[start : start + size]
                 if block.body is None:
-                    self._fill(block, now, None, keys[start : start + size], openmetrics)
+                    self._fill(block, now, None, openmetrics)
                 elif now != (before := last[start : start + size]):
-                    self._fill(block, now, before, keys[start : start + size], openmetrics)
+                    self._fill(block, now, before, openmetrics)
             cache.keys, cache.values = keys, values
             for block in blocks:
                 body = block.body
@@ -243,7 +243,6 @@ class CachedFamily:
         block: Block,
         values: list,
         before: list | None,
-        keys: Sequence[Key],
         openmetrics: bool,
     ) -> None:
         """Render ``block.body`` for ``values``; ``before`` are the values it was last
@@ -269,7 +268,6 @@ class ScalarFamily(CachedFamily):
         block: Block,
         values: list,
         before: list | None,
-        keys: Sequence[Key],
         openmetrics: bool,
     ) -> None:
         """``%a`` writes ints and finite floats as ``repr``; anything else goes through
@@ -382,7 +380,6 @@ class HistogramFamily(CachedFamily):
         block: Block,
         values: list,
         before: list | None,
-        keys: Sequence[Key],
         openmetrics: bool,
     ) -> None:
         """A block of which a few series changed (a steady load) renders only those, each

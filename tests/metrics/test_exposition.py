@@ -275,7 +275,7 @@ def test_a_failed_render_lets_go_of_the_engine_lock(monkeypatch):
     raises must not leave it held (the consumer would stop)."""
     cluster = busy_cluster()
 
-    def broken(self, block, values, before, keys, openmetrics):
+    def broken(self, block, values, before, openmetrics):
         raise RuntimeError("render bug")
 
     monkeypatch.setattr(ScalarFamily, "_fill", broken)
