@@ -16,6 +16,11 @@ from prometheus_client.samples import Exemplar
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 #: Event lag is sub-second when healthy; minutes when the exporter falls behind.
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: An exemplar as the engine keeps it: trace id, value, timestamp. Not prometheus_client's
+#: ``Exemplar`` (a dict of labels in a named tuple): a scrape pickles every exemplar of each
+#: changed histogram under the engine lock, ~4 times as fast as plain tuples, and the
+#: render process unpickles them ~2.5 times as fast.
+TraceExemplar = tuple[str, float, "float | None"]
 #: A histogram as a scrape renders it: per-bucket counts, the sum, per-bucket exemplars
 #: (None without). A plain tuple: made under the engine lock for each changed histogram
 #: and pickled to the render process, both several times as fast as an object. Typed
@@ -40,7 +45,7 @@ class Histogram:
         self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
         #: Per bucket, the last (trace id, value, timestamp) observed in it, if any.
-        self.exemplars: list[Exemplar | None] | None = None
+        self.exemplars: list[TraceExemplar | None] | None = None
         #: Its place in its ``Histograms``, which renders by position.
         self.position = position
         self._frozen: Frozen | None = None
@@ -55,7 +60,7 @@ class Histogram:
         if trace is not None:
             if self.exemplars is None:
                 self.exemplars = [None] * len(self.counts)
-            self.exemplars[i] = Exemplar({"trace_id": trace}, value, at)
+            self.exemplars[i] = (trace, value, at)
         return frozen
 
     def freeze(self) -> Frozen:
@@ -76,7 +81,8 @@ class Histogram:
 
 
 def cumulative(bounds: tuple[float, ...], frozen: Frozen) -> list[tuple]:
-    """Buckets as Prometheus wants them: cumulative, ending with ``+Inf``, exemplars on."""
+    """Buckets as prometheus_client wants them: cumulative, ending with ``+Inf``, with its
+    ``Exemplar`` where there is one."""
     counts, _, exemplars = frozen
     out: list[tuple] = []
     running = 0
@@ -84,7 +90,11 @@ def cumulative(bounds: tuple[float, ...], frozen: Frozen) -> list[tuple]:
     for i, (name, count) in enumerate(zip(names, counts, strict=True)):
         running += count
         exemplar = exemplars[i] if exemplars is not None else None
-        out.append((name, running, exemplar) if exemplar else (name, running))
+        if exemplar is None:
+            out.append((name, running))
+        else:
+            trace, value, at = exemplar
+            out.append((name, running, Exemplar({"trace_id": trace}, value, at)))
     return out
 
 

@@ -26,10 +26,10 @@ from typing import Any, NamedTuple
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Exemplar, Sample
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from clearly_exporter.engine.histogram import Frozen, cumulative
+from clearly_exporter.engine.histogram import Frozen, TraceExemplar, cumulative
 
 OPENMETRICS = "application/openmetrics-text"
 #: A series' label values, in the order of its family's label names.
@@ -53,22 +53,15 @@ def number(value: float) -> str:
     return floatToGoString(value)
 
 
-def exemplar_text(exemplar: Exemplar | None) -> bytes:
+def exemplar_text(exemplar: TraceExemplar | None) -> bytes:
     """`` # {trace_id="..."} value timestamp``, as prometheus_client's OpenMetrics writes it;
     nothing for no exemplar."""
     if exemplar is None:
         return b""
-    labels, value, timestamp = exemplar
-    if len(labels) == 1:  # the engine's: a trace id, without sorting or joining
-        ((name, text),) = labels.items()
-        pairs = f'{name}="{escape(text)}"'
-    else:
-        pairs = ",".join(f'{k}="{escape(v)}"' for k, v in sorted(labels.items()))
-    if not (type(value) is float and abs(value) < PLAIN_SUM):
-        value = floatToGoString(value)
-    if timestamp is None:
-        return f" # {{{pairs}}} {value}".encode()
-    return f" # {{{pairs}}} {value} {timestamp}".encode()
+    trace, value, timestamp = exemplar
+    shown = value if type(value) is float and abs(value) < PLAIN_SUM else floatToGoString(value)
+    text = f' # {{trace_id="{escape(trace)}"}} {shown}'
+    return (text if timestamp is None else f"{text} {timestamp}").encode()
 
 
 class Verbatim(str):

@@ -42,7 +42,7 @@ def test_a_table_freezes_again_only_what_changed_marks_it_and_keeps_the_order():
     assert second.values[0] is first.values[0], "unchanged: the same copy"
     assert first.values[1][1:] == (2.0, None), "an old copy stays as it was"
     assert (sum(second.values[1][0]), second.values[1][1]) == (3, 9.0)
-    assert second.values[2][2][0].labels == {"trace_id": "trace"}
+    assert second.values[2][2][0] == ("trace", 0.01, 5.0), "trace id, value, timestamp"
     histograms.observe(("a",), 0.3)
     third = histograms.table()
     assert third.changed == [0] and sum(third.values[0][0]) == 2

@@ -216,19 +216,22 @@ class Fixed:
 @pytest.mark.parametrize(
     "exemplar",
     [
-        Exemplar({"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}, 0.07, T0),
-        Exemplar({"trace_id": HOSTILE}, 2.5, None),
-        Exemplar({"trace_id": "4bf9", "span_id": "b7ad6b7169203331"}, 1234567.5, 1700000000),
-        Exemplar({"trace_id": "4bf9"}, 3, T0),
-        Exemplar({"trace_id": "4bf9"}, float("inf"), T0),
-        Exemplar({"trace_id": "4bf9"}, 1e-05, T0),
-        Exemplar({"trace_id": "4bf9"}, float("nan"), T0),
-        Exemplar({"trace_id": "4bf9"}, -2e6, T0),
+        ("4bf92f3577b34da6a3ce929d0e0e4736", 0.07, T0),
+        (HOSTILE, 2.5, None),
+        ("4bf9", 1234567.5, 1700000000),
+        ("4bf9", 3, T0),
+        ("4bf9", float("inf"), T0),
+        ("4bf9", 1e-05, T0),
+        ("4bf9", float("nan"), T0),
+        ("4bf9", -2e6, T0),
     ],
 )
 def test_an_exemplar_is_written_as_prometheus_client_writes_it(exemplar):
+    trace, value, at = exemplar
     family = HistogramMetricFamily("h", "h", labels=["l"])
-    family.add_metric(["v"], [("1.0", 1, exemplar), ("+Inf", 1)], 1.0)
+    family.add_metric(
+        ["v"], [("1.0", 1, Exemplar({"trace_id": trace}, value, at)), ("+Inf", 1)], 1.0
+    )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Fixed(family))
     theirs = generate_openmetrics(registry).decode()
