@@ -16,10 +16,10 @@ from prometheus_client.samples import Exemplar
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 #: Event lag is sub-second when healthy; minutes when the exporter falls behind.
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-#: An exemplar as the engine keeps it: trace id, value, timestamp. Not prometheus_client's
-#: ``Exemplar`` (a dict of labels in a named tuple): a scrape pickles every exemplar of each
-#: changed histogram under the engine lock, ~4 times as fast as plain tuples, and the
-#: render process unpickles them ~2.5 times as fast.
+#: An exemplar as the engine keeps it: trace id, value, timestamp. A plain tuple, not
+#: prometheus_client's ``Exemplar`` (a dict of labels in a named tuple): a scrape pickles
+#: every exemplar of each changed histogram under the engine lock, and plain tuples pickle
+#: ~4 times as fast, and unpickle in the render process ~2.5 times as fast.
 TraceExemplar = tuple[str, float, "float | None"]
 #: A histogram as a scrape renders it: per-bucket counts, the sum, per-bucket exemplars
 #: (None without). A plain tuple: made under the engine lock for each changed histogram

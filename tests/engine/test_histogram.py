@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prometheus_client.samples import Exemplar
+
 from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histogram, Histograms, cumulative
 
 
@@ -16,7 +18,7 @@ def test_a_frozen_copy_is_shared_until_the_next_observation_and_keeps_its_values
     assert (sum(first[0]), sum(second[0])) == (1, 2)
     assert cumulative(DURATION_BUCKETS, first)[2][:2] == ("0.1", 1)
     assert cumulative(DURATION_BUCKETS, second)[2][:2] == ("0.1", 2)
-    assert cumulative(DURATION_BUCKETS, first)[2][2].labels == {"trace_id": "trace"}
+    assert cumulative(DURATION_BUCKETS, first)[2][2] == Exemplar({"trace_id": "trace"}, 0.07, 1.0)
 
 
 def test_a_value_on_a_bound_falls_in_that_bucket():
