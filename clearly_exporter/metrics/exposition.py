@@ -18,6 +18,7 @@ state. The exporter's other, small families go through prometheus_client as befo
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, chain, repeat
@@ -246,6 +247,9 @@ class CachedFamily:
 class ScalarFamily(CachedFamily):
     """A counter, gauge or info family: one sample per series."""
 
+    #: How each value is written into the template.
+    placeholder = "%a"
+
     @property
     def sample_name(self) -> str:
         suffix = {"counter": "_total", "info": "_info"}.get(self.type, "")
@@ -253,7 +257,8 @@ class ScalarFamily(CachedFamily):
 
     def _template(self, keys: Sequence[Key], openmetrics: bool) -> bytes:
         name = self.sample_name
-        lines = (f"{name}{{{self.labelset(key).replace('%', '%%')}}} %a\n" for key in keys)
+        end = f"}} {self.placeholder}\n"
+        lines = (f"{name}{{{self.labelset(key).replace('%', '%%')}{end}" for key in keys)
         return "".join(lines).encode()
 
     def _fill(
@@ -288,7 +293,13 @@ class AgeFamily(ScalarFamily):
 
     Start times change seldom, and ages every scrape: the render process is sent only the
     start times that changed (16,000 ages at 1,000 task names were each sent every scrape).
+
+    Ages are written to the millisecond, ``%.3f``: every one is written again every scrape,
+    and a float's shortest ``repr`` took three times as long (16,000 ages: 6.4 against
+    1.9 ms). A millisecond is finer than any panel or alert reads an age.
     """
+
+    placeholder = "%.3f"
 
     def __init__(
         self,
@@ -308,8 +319,23 @@ class AgeFamily(ScalarFamily):
         return Spec(False, self.name, self.documentation, self.type, self.labels, at=self.at)
 
     def ages(self, starts: Iterable[float | None]) -> list[float]:
+        """Finite, never negative: 0 for no start, a start after ``at``, or one that is
+        not a time (so ``%.3f`` never meets an infinity or a NaN)."""
         at = self.at
-        return [0.0 if start is None or start >= at else at - start for start in starts]
+        return [
+            age if start is not None and 0.0 < (age := at - start) < math.inf else 0.0
+            for start in starts
+        ]
+
+    def _fill(
+        self,
+        block: Block,
+        values: list,
+        before: list | None,
+        openmetrics: bool,
+    ) -> None:
+        """Every age is a finite float (``ages``)."""
+        block.body = block.template % tuple(values)
 
     def render_series(
         self, out: list[bytes], openmetrics: bool, keys: list[Key], values: list
@@ -321,7 +347,7 @@ class AgeFamily(ScalarFamily):
     def samples(self) -> list[Sample]:
         labels, ages = self.labels, self.ages(self.values)
         return [
-            Sample(self.name, dict(zip(labels, key, strict=True)), age)
+            Sample(self.name, dict(zip(labels, key, strict=True)), round(age, 3))
             for key, age in zip(self.keys, ages, strict=True)
         ]
 

@@ -16,6 +16,7 @@ from prometheus_client.samples import Exemplar
 from clearly_exporter.engine import Engine, EngineConfig
 from clearly_exporter.metrics.collector import EngineCollector
 from clearly_exporter.metrics.exposition import (
+    AgeFamily,
     CachedFamily,
     HistogramFamily,
     ScalarFamily,
@@ -271,6 +272,20 @@ def test_promtool_accepts_the_exposition(tmp_path):
 )
 def test_numbers_are_written_as_both_formats_read_them(value, text):
     assert number(value) == text
+
+
+def test_ages_are_written_to_the_millisecond_and_never_negative_or_infinite():
+    """None, a start after the time, and a start that is not a time are age 0."""
+    keys = [(k,) for k in "abcdefg"]
+    at = 1_700_000_100.25
+    starts = [at - 1 / 3, at - 3600, None, at + 5, float("-inf"), float("nan"), at]
+    caches = (SeriesCache(), SeriesCache())
+    family = AgeFamily("age", "doc", ("k",), keys, starts, caches, at)
+    out: list[bytes] = []
+    family.render(out, False)
+    ages = [line.rsplit(b" ", 1)[1] for line in b"".join(out[1:]).splitlines()]
+    assert ages == [b"0.333", b"3600.000", *[b"0.000"] * 5]
+    assert [s.value for s in family.samples] == [0.333, 3600.0, *[0.0] * 5]
 
 
 def test_a_failed_render_lets_go_of_the_engine_lock(monkeypatch):
