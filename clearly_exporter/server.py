@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import gzip_accepted
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from clearly_exporter import __version__
 from clearly_exporter.api.routes import Api, error
 from clearly_exporter.basicauth import BasicAuth, credentials
 from clearly_exporter.metrics.bodyfile import BodyFiles, gzipped, write_all
 from clearly_exporter.metrics.exposition import generate_chunks
-from clearly_exporter.metrics.renderer import RenderProcess
+from clearly_exporter.metrics.renderer import RenderError, RenderProcess
 from clearly_exporter.webconfig import WebConfig
 
 INDEX = """<!doctype html>
@@ -49,6 +50,21 @@ OPEN_PATHS = frozenset({"/healthz"})
 AUTHORIZED = "clearly_exporter.authorized"
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="clearly-exporter", charset="UTF-8"'}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def sent(transport: asyncio.BaseTransport, timeout: float = 10.0) -> bool:
+    """Whether the transport's write buffer emptied (its bytes are in the kernel's) within
+    ``timeout``.
+
+    The response's headers normally go at once; should the socket be full, this polls
+    (asyncio tells no such event), a millisecond at a time.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while transport.get_write_buffer_size():  # type: ignore[attr-defined]
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.001)
+    return True
 
 
 def _render(
@@ -182,7 +198,8 @@ class HttpServer:
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         """Rendered on a thread of its own into an in-memory file, sent by ``sendfile``;
-        gzipped there too if the scraper asks.
+        gzipped there too if the scraper asks. Streamed by the render process instead,
+        where it can write to the client's socket (``_streamed``).
 
         While a backlog drains, the event consumer keeps the GIL up to the 5 ms switch
         interval each time the loop thread asks for it back: a body handed over in
@@ -197,6 +214,12 @@ class HttpServer:
         gzip = request.method != "HEAD" and gzip_accepted(
             request.headers.get("Accept-Encoding", "")
         )
+        sock = self._streamable(request)
+        if sock is not None:
+            # Our own descriptor of the socket, taken before anything is awaited: should the
+            # client go away meanwhile, the transport's could be closed and its number
+            # reused by the next connection.
+            return await self._streamed(request, accept, gzip, os.dup(sock))
         body = self._bodies.take()
         render = self._scrapes.submit(_render, self.registry, accept, body, self.renderer, gzip)
         try:
@@ -211,18 +234,93 @@ class HttpServer:
             if request.method != "HEAD":
                 if packed is not None:
                     await response.write(packed)
-                elif request.transport is None:
-                    raise ConnectionResetError("the client went away")
                 else:
-                    await asyncio.get_running_loop().sendfile(request.transport, body, 0, size)
+                    await self._send_file(request, body, size)
             await response.write_eof()
-            with contextlib.suppress(RuntimeError):  # the server is stopping
-                self._scrapes.submit(self._bodies.make_ahead, size + size // 16)
+            self._make_ahead(size)
         finally:
             # Now, or when the render is over if the client went away (this coroutine
             # cancelled) while it still writes into the file.
             render.add_done_callback(lambda _: body.close())
         return response
+
+    def _streamable(self, request: web.Request) -> int | None:
+        """The client's socket, if the render process can write the body to it: a GET
+        over HTTP/1.1 (chunks) without TLS, and a render process to do it."""
+        transport = request.transport
+        if (
+            self.renderer is None
+            or request.method != "GET"
+            or request.version < (1, 1)
+            or transport is None
+            or transport.get_extra_info("sslcontext") is not None
+            or not self.renderer.ready()
+        ):
+            return None
+        sock = transport.get_extra_info("socket")
+        return None if sock is None else sock.fileno()
+
+    async def _streamed(
+        self, request: web.Request, accept: str, gzip: bool, sock: int
+    ) -> web.StreamResponse:
+        """The headers here, then the body from the render process as it renders it
+        (``metrics.chunked``); what the socket did not take at once, from its spill file.
+        ``sock`` is ours to close, once nothing may still pass it on.
+
+        A render that fails after the headers went out leaves the body cut short: the
+        connection is closed, so the scraper sees a failed scrape, not a wrong one.
+        """
+        assert self.renderer is not None
+        render: Future[int] | None = None
+        spill: BinaryIO | None = None
+
+        def release(_: object = None) -> None:
+            os.close(sock)
+            if spill is not None:
+                spill.close()
+
+        try:
+            spill = self._bodies.take()
+            headers = {"Content-Type": choose_encoder(accept)[1], "Vary": "Accept-Encoding"}
+            if gzip:
+                headers["Content-Encoding"] = "gzip"
+            response = web.StreamResponse(headers=headers)
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            assert request.transport is not None
+            # The render process writes to the socket itself: nothing of ours may be queued.
+            if not await sent(request.transport):
+                request.transport.abort()  # a client that does not read its headers
+                return response
+            render = self._scrapes.submit(
+                self.renderer.stream, self.registry, accept, sock, spill.fileno(), gzip
+            )
+            try:
+                spilled = await asyncio.wrap_future(render)
+            except RenderError:  # RenderProcess logged it
+                request.transport.abort()
+                return response
+            if spilled:
+                await self._send_file(request, spill, spilled)
+                self._make_ahead(spilled)
+            await response.write_eof()
+        finally:
+            # Now, or when the render is over if this coroutine was cancelled under it.
+            if render is None:
+                release()
+            else:
+                render.add_done_callback(release)
+        return response
+
+    async def _send_file(self, request: web.Request, body: BinaryIO, size: int) -> None:
+        if request.transport is None:
+            raise ConnectionResetError("the client went away")
+        await asyncio.get_running_loop().sendfile(request.transport, body, 0, size)
+
+    def _make_ahead(self, size: int) -> None:
+        """The next scrape's body file, made now it is sent."""
+        with contextlib.suppress(RuntimeError):  # the server is stopping
+            self._scrapes.submit(self._bodies.make_ahead, size + size // 16)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         problem = self.health()

@@ -13,6 +13,7 @@ import termios
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from email.message import Message
 from pathlib import Path
 from urllib.request import Request, urlopen
 
@@ -25,12 +26,13 @@ from clearly_exporter.daemon import Daemon, Settings
 from clearly_exporter.engine import Engine
 from clearly_exporter.metrics import bodyfile
 from clearly_exporter.metrics.collector import EngineCollector
-from clearly_exporter.metrics.exposition import generate
+from clearly_exporter.metrics.exposition import ScalarFamily, generate
 from clearly_exporter.metrics.renderer import RenderProcess
 from clearly_exporter.server import HttpServer
 from clearly_exporter.source import BrokerHealth
 from tests.cluster import api_get, publish
 from tests.engine.events import T0, received, sent, started, succeeded
+from tests.metrics.test_chunked import dechunk
 from tests.support import (
     Exporter,
     basic_auth,
@@ -182,10 +184,19 @@ def busy_registry(tasks: int = 600) -> CollectorRegistry:
     return registry
 
 
-def fetch(port: int, accept: str) -> tuple[bytes, int]:
-    request = Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept})
+def fetch(port: int, accept: str, **headers: str) -> tuple[bytes, Message]:
+    """A scrape's body (unchunked) and headers."""
+    request = Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept, **headers})
     with urlopen(request, timeout=30) as answer:
-        return answer.read(), int(answer.headers["Content-Length"])
+        return answer.read(), answer.headers
+
+
+def framed(body: bytes, headers: Message, streamed: bool) -> bool:
+    """Sent as its server sends it: in chunks by a render process, as a file with its
+    length by the exporter."""
+    if streamed:
+        return headers["Transfer-Encoding"] == "chunked" and "Content-Length" not in headers
+    return int(headers["Content-Length"]) == len(body) and "Transfer-Encoding" not in headers
 
 
 def without_duration(body: bytes) -> bytes:
@@ -210,9 +221,9 @@ def test_metrics_rendered_in_blocks_arrive_whole(monkeypatch, renderer):
     server.start()
     try:
         for accept in ("application/openmetrics-text; version=1.0.0", "", ""):
-            body, length = fetch(server.port, accept)
+            body, headers = fetch(server.port, accept)
             expected = generate(registry, accept)[0]
-            assert length == len(body) > 500_000
+            assert framed(body, headers, renderer is not None) and len(body) > 500_000
             assert without_duration(body) == without_duration(expected)
     finally:
         server.stop()
@@ -226,8 +237,8 @@ def test_concurrent_scrapes_each_get_their_own_body(renderer):
     try:
         with ThreadPoolExecutor(len(accepts)) as pool:
             answers = list(pool.map(lambda accept: fetch(server.port, accept), accepts))
-        for accept, (body, length) in zip(accepts, answers, strict=True):
-            assert length == len(body)
+        for accept, (body, headers) in zip(accepts, answers, strict=True):
+            assert framed(body, headers, renderer is not None)
             assert without_duration(body) == without_duration(generate(registry, accept)[0])
     finally:
         server.stop()
@@ -240,16 +251,14 @@ def test_a_scraper_asking_for_gzip_gets_the_scrape_gzipped(renderer):
     server.start()
     try:
         for accept in ("", "application/openmetrics-text; version=1.0.0"):
-            headers = {"Accept": accept, "Accept-Encoding": "deflate, gzip;q=0.9"}
-            request = Request(f"http://127.0.0.1:{server.port}/metrics", headers=headers)
-            with urlopen(request, timeout=30) as answer:
-                packed, got = answer.read(), answer.headers
+            packed, got = fetch(server.port, accept, **{"Accept-Encoding": "deflate, gzip;q=0.9"})
             body = gzip.decompress(packed)
             assert got["Content-Encoding"] == "gzip" and got["Vary"] == "Accept-Encoding"
-            assert int(got["Content-Length"]) == len(packed) < len(body) // 10
+            assert framed(packed, got, renderer is not None) and len(packed) < len(body) // 10
             assert without_duration(body) == without_duration(generate(registry, accept)[0])
-        plain, length = fetch(server.port, "")
-        assert length == len(plain) and plain.startswith(b"# HELP"), "not asked: not gzipped"
+        plain, headers = fetch(server.port, "")
+        assert "Content-Encoding" not in headers, "not asked: not gzipped"
+        assert framed(plain, headers, renderer is not None) and plain.startswith(b"# HELP")
     finally:
         server.stop()
 
@@ -271,18 +280,19 @@ class Shrinking:
         return []
 
 
-def test_a_body_smaller_than_its_file_made_ahead_is_sent_alone(renderer):
+def test_a_body_smaller_than_its_file_made_ahead_is_sent_alone():
     """The file made for the next scrape after a large one is larger than a smaller body:
     the answer is the body alone."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Shrinking())
-    server = HttpServer("127.0.0.1", 0, registry, lambda: None, renderer=renderer)
+    server = HttpServer("127.0.0.1", 0, registry, lambda: None)
     server.start()
     try:
         large, _ = fetch(server.port, "")
         wait_for(lambda: server._bodies._spare is not None, 30, "the next body file")
-        body, length = fetch(server.port, "")
-        assert len(large) > 300_000 and length == len(body) < 1_000
+        body, headers = fetch(server.port, "")
+        assert len(large) > 300_000 and len(body) < 1_000
+        assert framed(body, headers, streamed=False)
         assert body.count(b"\n") == 12 and b"\0" not in body
     finally:
         server.stop()
@@ -291,14 +301,15 @@ def test_a_body_smaller_than_its_file_made_ahead_is_sent_alone(renderer):
 class Tagged:
     """A collector whose every scrape names its series after the scrape: ``A``, ``B``..."""
 
-    def __init__(self) -> None:
+    def __init__(self, series: int = 20_000) -> None:
         self.scrapes = 0
+        self.series = series
 
     def collect(self):
         tag = "AB"[min(self.scrapes, 1)]
         self.scrapes += 1
         family = GaugeMetricFamily("x", "x", labels=["l"])
-        for i in range(20_000):
+        for i in range(self.series):
             family.add_metric([f"{tag}{i:06d}"], 1)
         yield family
 
@@ -343,6 +354,80 @@ def test_a_slow_reader_gets_its_own_scrape_not_the_next_one():
         assert first.count(b'l="A') == 20_000 and b'l="B' not in first
     finally:
         server.stop()
+
+
+def test_a_slow_reader_of_a_streamed_scrape_holds_up_no_other():
+    """The render process writes what the socket takes at once, spills the rest and goes
+    on: another scrape is served before the slow reader reads a byte of its own."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Tagged(series=60_000))
+    renderer = RenderProcess()
+    server = HttpServer("127.0.0.1", 0, registry, lambda: None, renderer=renderer)
+    server.start()
+    try:
+        with socket.socket() as slow:
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 10)
+            slow.settimeout(30)
+            slow.connect(("127.0.0.1", server.port))
+            slow.sendall(request_bytes(server.port, "GET /metrics"))
+            other, headers = fetch(server.port, "")
+            assert framed(other, headers, streamed=True) and b'l="B' in other
+            head, body = receive_all(slow).split(b"\r\n\r\n", 1)
+        assert b"Transfer-Encoding: chunked" in head
+        assert body.endswith(b"\r\n0\r\n\r\n"), "ended by the server's last chunk"
+        first = dechunk(body[: -len(b"0\r\n\r\n")])
+        assert len(first) > 1_000_000, "more than the socket could hold: the rest spilled"
+        assert first.count(b'l="A') == 60_000 and b'l="B' not in first
+        assert renderer.failures == 0
+    finally:
+        server.stop()
+        renderer.stop()
+
+
+def test_a_render_process_failing_under_a_stream_closes_the_connection(monkeypatch, caplog):
+    """The headers went out: the scraper gets a cut body and a closed connection, never a
+    wrong body; the next scrape is rendered in the exporter, whole. The failure is told
+    once, as a warning without a traceback."""
+    registry = busy_registry(20)
+    renderer = RenderProcess()
+    spec = ScalarFamily.spec.fget
+    monkeypatch.setattr(ScalarFamily, "spec", property(lambda f: spec(f)._replace(labels=("x",))))
+    server = HttpServer("127.0.0.1", 0, registry, lambda: None, renderer=renderer)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(request_bytes(server.port, "GET /metrics"))
+            answer = receive_all(sock)
+        assert answer.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding: chunked" in answer
+        assert not answer.endswith(b"\r\n0\r\n\r\n"), "no last chunk: a failed scrape"
+        assert renderer.failures == 1
+        body, headers = fetch(server.port, "")
+        assert framed(body, headers, streamed=False)
+        told = [(r.levelname, r.exc_info is None) for r in caplog.records]
+        assert told == [("WARNING", True)] and "the render process failed" in caplog.text
+        assert without_duration(body) == without_duration(generate(registry, "")[0])
+    finally:
+        server.stop()
+        renderer.stop()
+
+
+def test_an_http_1_0_scraper_gets_the_body_with_its_length():
+    """HTTP/1.0 has no chunks: the render process renders into the file, as for TLS."""
+    registry = busy_registry(20)
+    renderer = RenderProcess()
+    server = HttpServer("127.0.0.1", 0, registry, lambda: None, renderer=renderer)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            head, body = receive_all(sock).split(b"\r\n\r\n", 1)
+        told = re.search(rb"Content-Length: (\d+)\r\n", head)
+        assert told and int(told[1]) == len(body) and b"Transfer-Encoding" not in head
+        assert without_duration(body) == without_duration(generate(registry, "")[0])
+        assert renderer.pid is not None, "rendered by the process"
+    finally:
+        server.stop()
+        renderer.stop()
 
 
 @pytest.mark.parametrize("encoding", ["", "Accept-Encoding: gzip\r\n"])

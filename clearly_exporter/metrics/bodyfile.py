@@ -11,6 +11,7 @@ import mmap
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
 from typing import BinaryIO
 
 from isal import isal_zlib
@@ -24,25 +25,40 @@ GZIP_LEVEL = 1
 GZIP_WBITS = 16 + isal_zlib.MAX_WBITS
 
 
-def write_all(fd: int, chunks: list[bytes]) -> int:
+def write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> int:
     """Every chunk written at ``fd``'s position, ``IOV_MAX`` at a time; the bytes written.
 
     One ``writev`` releases the GIL once for ~1,000 chunks, where writing them one by
     one would wait for it again after each. A short write goes on from where it stopped.
     """
+    size = sum(map(len, chunks))
+    rest = write_some(fd, chunks)
+    if rest:  # a socket that stopped taking them: ``write_some`` is the call for those
+        raise BlockingIOError(f"{sum(map(len, rest))} of {size} bytes not written")
+    return size
+
+
+def write_some(fd: int, chunks: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:
+    """As many of the chunks as ``fd`` takes now, in order; what it did not take.
+
+    For a non-blocking socket: it stops where the socket would block, or where the peer
+    has gone; a file takes everything.
+    """
     pending: list[bytes | memoryview] = list(chunks)
-    first = written = 0
+    first = 0
     while first < len(pending):
         batch = pending[first : first + IOV_MAX]
-        done = os.writev(fd, batch)
-        written += done
+        try:
+            done = os.writev(fd, batch)
+        except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+            break
         for chunk in batch:
             if done < len(chunk):
                 pending[first] = memoryview(chunk)[done:]
                 break
             done -= len(chunk)
             first += 1
-    return written
+    return pending[first:]
 
 
 def gzipped(fd: int, size: int) -> bytes:

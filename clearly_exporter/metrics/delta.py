@@ -9,6 +9,7 @@ scrapes, so that is a small fraction of the state. Where the engine marks what c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import compress
 from operator import is_not
 
@@ -82,7 +83,10 @@ class Series:
 
     def render(self, updates: list[Update], openmetrics: bool) -> list[bytes]:
         """Apply each family's update, then render the family (unchanged blocks reused)."""
-        out: list[bytes] = []
+        return [piece for family in self.families(updates, openmetrics) for piece in family]
+
+    def families(self, updates: list[Update], openmetrics: bool) -> Iterator[list[bytes]]:
+        """``render``, a family at a time: each is applied and rendered as it is asked for."""
         for spec, restart, keys, positions, changed in updates:
             old_keys, old = ([], []) if restart else self._series.get(spec.name, ([], []))
             # New lists: the family's cache keeps the ones it rendered, to compare with.
@@ -91,5 +95,6 @@ class Series:
                 values[i] = value
             keys = old_keys + keys if keys else old_keys
             self._series[spec.name] = (keys, values)
+            out: list[bytes] = []
             build(spec, self.caches).render_series(out, openmetrics, keys, values)
-        return out
+            yield out

@@ -7,9 +7,13 @@ changed since the scrape before (``delta``); the process keeps every series and 
 rendered blocks, and writes the families into the scrape's body file, whose descriptor
 comes with the request. Its own GIL runs on the other core while the consumer goes on.
 
+A scrape can also be sent by the process itself (``stream``): it writes each family to
+the client's socket as it renders it (``chunked``), and the exporter hands it the rest of
+the body, its own small families, to end it with.
+
 A render process that fails, hangs or dies is given up on, and that scrape rendered in
-the exporter's process, as without one; a new process is started after ``RETRY_AFTER``,
-doubling while new ones keep failing.
+the exporter's process, as without one (a streamed scrape, already under way, is lost);
+a new process is started after ``RETRY_AFTER``, doubling while new ones keep failing.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import contextlib
 import gc
 import io
 import logging
-import mmap
 import os
 import pickle
 import socket
@@ -36,6 +39,7 @@ from prometheus_client.registry import Collector
 
 import clearly_exporter
 from clearly_exporter.metrics.bodyfile import body_file, write_all
+from clearly_exporter.metrics.chunked import ChunkedBody
 from clearly_exporter.metrics.delta import Sent, Series, Update, update
 from clearly_exporter.metrics.exposition import (
     OPENMETRICS,
@@ -46,10 +50,19 @@ from clearly_exporter.metrics.exposition import (
 
 log = logging.getLogger(__name__)
 
-#: Request: the payload's length; the body file's descriptor and the payload's file ride
-#: along. Reply: ok, length (of the body when ok, of an error message when not).
-REQUEST = struct.Struct("!Q")
+#: Request: the payload's length and what to do (``FILE``...); descriptors ride along,
+#: the payload's file last. Reply: ok, length (of what was written when ok, of an error
+#: message when not).
+REQUEST = struct.Struct("!QB")
 REPLY = struct.Struct("!?Q")
+#: Render the changes into the body file (descriptor: the file); the reply is its size.
+FILE = 0
+#: Render the changes to the client's socket, the rest into a spill file (descriptors:
+#: the socket, the spill file), gzipped or not; no reply until the ``TAIL``.
+STREAM = 1
+STREAM_GZIP = 2
+#: The payload is the end of the streamed body: the reply is the bytes spilled.
+TAIL = 3
 #: How long a render may take before its process is given up on: Prometheus's default
 #: scrape timeout, after which nobody waits for the answer.
 RENDER_TIMEOUT = 10.0
@@ -195,9 +208,50 @@ class RenderProcess:
         chunks, content_type = generate_chunks(registry, accept)
         return write_all(fd, chunks), content_type
 
+    def ready(self) -> bool:
+        """Whether a scrape can be streamed: there is a process, or it is time for one."""
+        return self._socket is not None or (not self._stopped and self.clock() >= self._retry_at)
+
+    def stream(self, registry: Collector, accept: str, sock: int, spill: int, gzip: bool) -> int:
+        """The scrape written by the process in chunks (``chunked``) to the client's
+        socket ``sock``, and into ``spill`` from where the socket would have blocked; the
+        bytes spilled. ``RenderError`` if it was not, the connection holding part of it.
+        """
+        with self._lock:
+            try:
+                if not self._ensure():
+                    raise RenderError("no render process to stream with")
+                spilled = self._stream(registry, accept, sock, spill, gzip)
+                self._backoff = RETRY_AFTER
+                return spilled
+            except (RenderError, OSError) as exc:
+                self._failed(exc)
+                raise RenderError(str(exc)) from exc
+            except BaseException:
+                self._end(0.0)
+                raise
+
     def _scrape(self, registry: Collector, accept: str, fd: int) -> tuple[int, str]:
         encoder, content_type = choose_encoder(accept)
-        payload = _Payload(content_type.startswith(OPENMETRICS))
+        openmetrics = content_type.startswith(OPENMETRICS)
+        rest = self._hand_over(registry, openmetrics, FILE, [fd])
+        size = self._receive()
+        os.lseek(fd, size, os.SEEK_SET)
+        return size + write_all(fd, [encoder(Collected(rest))]), content_type  # type: ignore[arg-type]
+
+    def _stream(self, registry: Collector, accept: str, sock: int, spill: int, gzip: bool) -> int:
+        encoder, content_type = choose_encoder(accept)
+        kind = STREAM_GZIP if gzip else STREAM
+        rest = self._hand_over(registry, content_type.startswith(OPENMETRICS), kind, [sock, spill])
+        self._send(TAIL, encoder(Collected(rest)), [])  # type: ignore[arg-type]
+        return self._receive()
+
+    def _hand_over(
+        self, registry: Collector, openmetrics: bool, kind: int, fds: list[int]
+    ) -> list[Metric]:
+        """Send the engine families' changes as a ``kind`` request with ``fds``; the
+        families collected after them, which the process does not render."""
+        payload = _Payload(openmetrics)
         rest: list[Metric] = []
         sent = False
         collected = registry.collect()
@@ -211,31 +265,30 @@ class RenderProcess:
                     # twice as long.
                     payload.add(update(metric, self._sent))
                     if metric.final:
-                        self._send(payload.done(), fd)
+                        self._send(kind, payload.done(), fds)
                         sent = True
                     continue
                 if not sent:
-                    self._send(payload.done(), fd)
+                    self._send(kind, payload.done(), fds)
                     sent = True
                 rest.append(metric)
             if not sent:
-                self._send(payload.done(), fd)
-            size = self._receive()
+                self._send(kind, payload.done(), fds)
         finally:
             close = getattr(collected, "close", None)
             if close is not None:
                 close()
-        os.lseek(fd, size, os.SEEK_SET)
-        return size + write_all(fd, [encoder(Collected(rest))]), content_type  # type: ignore[arg-type]
+        return rest
 
-    def _send(self, payload: bytes, fd: int) -> None:
+    def _send(self, kind: int, payload: bytes, fds: list[int]) -> None:
         assert self._socket is not None
         self._waiting = True
         # In a file, written and passed at once: through the socket, it would go a few
         # hundred KB at a time, each waiting for the GIL again behind the consumer.
         with body_file() as request:
             write_all(request.fileno(), [payload])
-            socket.send_fds(self._socket, [REQUEST.pack(len(payload))], [fd, request.fileno()])
+            header = REQUEST.pack(len(payload), kind)
+            socket.send_fds(self._socket, [header], [*fds, request.fileno()])
 
     def _receive(self) -> int:
         assert self._socket is not None
@@ -269,12 +322,13 @@ class _Payload:
         return self._file.getvalue()
 
 
-def _load(payload: mmap.mmap, length: int) -> tuple[bool, list[Update]]:
+def _load(payload: bytes) -> tuple[bool, list[Update]]:
     """A request's format and updates, as ``_Payload`` pickled them."""
-    unpickler = pickle.Unpickler(payload)
+    stream = io.BytesIO(payload)
+    unpickler = pickle.Unpickler(stream)
     openmetrics = unpickler.load()
     updates = []
-    while payload.tell() < length:
+    while stream.tell() < len(payload):
         updates.append(unpickler.load())
     return openmetrics, updates
 
@@ -290,31 +344,81 @@ def _read(sock: socket.socket, size: int) -> bytes:
     return bytes(data)
 
 
+class _Server:
+    """The render process's side: every series, and the streamed body under way."""
+
+    def __init__(self) -> None:
+        self.series = Series()
+        #: The body being streamed, its socket and spill file; or why it failed.
+        self._body: ChunkedBody | None = None
+        self._open: list[int] = []
+        self._failure: str | None = None
+
+    def handle(self, kind: int, fds: list[int], request: int, length: int) -> int | None:
+        """Do a request (its payload: ``length`` bytes of the file ``request``); the
+        reply's length, None for no reply yet. A failure of a ``STREAM`` is told with
+        the reply to its tail: the exporter reads nothing before."""
+        if kind in (STREAM, STREAM_GZIP):
+            self.close()
+            self._open = list(fds)
+            fds.clear()  # kept open until the tail
+            self._body, self._failure = None, None
+            try:
+                self._body = ChunkedBody(self._open[0], self._open[1], kind == STREAM_GZIP)
+                openmetrics, updates = _load(os.pread(request, length, 0))
+                for family in self.series.families(updates, openmetrics):
+                    self._body.write(family)
+            except Exception as exc:
+                self._failure = repr(exc)
+            return None
+        payload = os.pread(request, length, 0) if length else b""
+        if kind == FILE:
+            openmetrics, updates = _load(payload)
+            return write_all(fds[0], self.series.render(updates, openmetrics))
+        if kind == TAIL:
+            body, self._body = self._body, None
+            try:
+                if self._failure is not None or body is None:
+                    raise RenderError(self._failure or "a tail with no body streamed")
+                body.write([payload])
+                return body.finish()
+            finally:
+                self.close()
+        raise RenderError(f"no such request: {kind}")
+
+    def close(self) -> None:
+        for fd in self._open:
+            os.close(fd)
+        self._open = []
+
+
 def serve(sock: socket.socket) -> None:
     """The render process: render each request into the file it brings, until EOF."""
-    series = Series()
+    server = _Server()
     # What it keeps holds no cycles, and each request unpickles tens of thousands of
     # objects: collections would walk everything kept, ~100 ms a scrape.
     gc.disable()
-    while True:
-        header, fds, _, _ = socket.recv_fds(sock, REQUEST.size, 2)
-        if not header:
-            return
-        header += _read(sock, REQUEST.size - len(header))
-        (length,) = REQUEST.unpack(header)
-        fd, request = fds
-        try:
-            with mmap.mmap(request, length, prot=mmap.PROT_READ) as payload:
-                openmetrics, updates = _load(payload, length)
-            size = write_all(fd, series.render(updates, openmetrics))
-        except Exception as exc:  # sent back: the exporter logs it and renders itself
-            message = repr(exc).encode()
-            sock.sendall(REPLY.pack(False, len(message)) + message)
-        else:
-            sock.sendall(REPLY.pack(True, size))
-        finally:
-            os.close(fd)
-            os.close(request)
+    try:
+        while True:
+            header, fds, _, _ = socket.recv_fds(sock, REQUEST.size, 3)
+            if not header:
+                return
+            header += _read(sock, REQUEST.size - len(header))
+            length, kind = REQUEST.unpack(header)
+            *targets, request = fds
+            try:
+                size = server.handle(kind, targets, request, length)
+            except Exception as exc:  # sent back: the exporter logs it and renders itself
+                message = repr(exc).encode()
+                sock.sendall(REPLY.pack(False, len(message)) + message)
+            else:
+                if size is not None:
+                    sock.sendall(REPLY.pack(True, size))
+            finally:
+                for fd in (*targets, request):
+                    os.close(fd)
+    finally:
+        server.close()
 
 
 def main() -> None:

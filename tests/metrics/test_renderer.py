@@ -3,8 +3,10 @@ to date by changes alone, and a scrape served whatever becomes of the process.""
 
 from __future__ import annotations
 
+import gzip
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -21,8 +23,9 @@ from clearly_exporter.metrics.exposition import (
     generate,
     generate_chunks,
 )
-from clearly_exporter.metrics.renderer import NICENESS, RenderProcess
+from clearly_exporter.metrics.renderer import NICENESS, RenderError, RenderProcess
 from tests.engine.events import worker_event
+from tests.metrics.test_chunked import dechunk, received
 from tests.metrics.test_exposition import OPENMETRICS, SCRAPE_DURATION, Cluster, busy_cluster
 from tests.support import wait_for
 
@@ -95,15 +98,51 @@ def test_the_render_process_writes_what_this_process_renders(renderer):
     assert pid is not None and pid != os.getpid()
 
 
+def streamed(renderer: RenderProcess, cluster: Cluster, accept: str, gzipped: bool) -> bytes:
+    """A scrape the process streams to a socket (and its spill file): the body sent."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs, body_file() as spill:
+        ours.setblocking(False)
+        spilled = renderer.stream(cluster.registry, accept, ours.fileno(), spill.fileno(), gzipped)
+        ours.shutdown(socket.SHUT_WR)
+        body = dechunk(received(theirs) + os.pread(spill.fileno(), spilled, 0))
+    return gzip.decompress(body) if gzipped else body
+
+
+def test_a_streamed_scrape_is_what_this_process_renders(renderer):
+    """Streamed and rendered into a file in turn: the process's copy stays right."""
+    cluster = busy_cluster()
+    for n, _ in enumerate(steps(cluster)):
+        accept = OPENMETRICS if n % 3 == 1 else ""
+        expected = lines(generate(cluster.registry, accept)[0])
+        if n % 2:
+            assert lines(scrape(renderer, cluster, accept)) == expected
+        else:
+            assert lines(streamed(renderer, cluster, accept, gzipped=n % 4 == 0)) == expected
+    assert renderer.failures == 0
+
+
+def test_a_stream_that_fails_is_told_after_its_tail(renderer, monkeypatch, caplog):
+    """The process reports it where the exporter waits for the answer; the next scrape
+    is rendered here, as after any failure."""
+    cluster = busy_cluster()
+    spec = ScalarFamily.spec.fget
+    monkeypatch.setattr(ScalarFamily, "spec", property(lambda f: spec(f)._replace(labels=("x",))))
+    with pytest.raises(RenderError, match="ValueError"):
+        streamed(renderer, cluster, "", gzipped=False)
+    assert renderer.failures == 1 and not renderer.ready()
+    assert lines(scrape(renderer, cluster, "")) == lines(generate(cluster.registry, "")[0])
+
+
 def test_the_request_goes_before_the_engine_lock_is_released(renderer, monkeypatch):
     """After it, each system call of the send waits for the GIL behind the consumer."""
     cluster = busy_cluster()
     held = []
     send = renderer._send
 
-    def spy(payload: bytes, fd: int) -> None:
+    def spy(kind: int, payload: bytes, fds: list[int]) -> None:
         held.append(cluster.engine.lock.locked())
-        send(payload, fd)
+        send(kind, payload, fds)
 
     monkeypatch.setattr(renderer, "_send", spy)
     assert lines(scrape(renderer, cluster, "")) == lines(generate(cluster.registry, "")[0])
