@@ -7,7 +7,8 @@ which put up to ~800 ms of its own on a scrape's p99.
 Usage: ``scraper.py [--as-prometheus] URL EVERY [COUNT]``. Plain, it asks for nothing (the
 text format, not compressed); ``--as-prometheus`` sends Prometheus 2's headers (OpenMetrics
 first, gzip) and reads the body as sent. One line per scrape on stdout: ``seconds bytes``;
-a scrape answered with anything but 200 prints ``error <status>`` and ends it. It stops
+a scrape answered with anything but 200 prints ``error <status>`` (0: no whole answer)
+and ends it. It stops
 after COUNT scrapes, or when its stdin closes. A scrape longer than EVERY is followed by
 the next scheduled one (missed ticks are skipped, as Prometheus does).
 """
@@ -19,6 +20,7 @@ import select
 import sys
 import time
 import urllib.request
+from http.client import HTTPException
 from urllib.error import HTTPError
 
 #: What Prometheus 2.42 sends (read off a scrape), but the timeout.
@@ -53,6 +55,8 @@ def scrape(url: str, headers: dict[str, str], buffer: bytearray) -> tuple[int, i
             return response.status, size
     except HTTPError as exc:
         return exc.code, 0
+    except (HTTPException, OSError):  # cut short, refused, timed out: no scrape
+        return 0, 0
 
 
 def main(argv: list[str]) -> int:

@@ -23,7 +23,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from clearly_exporter import __version__
 from clearly_exporter.api.routes import Api, error
 from clearly_exporter.basicauth import BasicAuth, credentials
-from clearly_exporter.metrics.bodyfile import BodyFiles, gzipped, write_all
+from clearly_exporter.metrics.bodyfile import BodyFiles, body_file, gzipped, write_all
 from clearly_exporter.metrics.exposition import generate_chunks
 from clearly_exporter.metrics.renderer import RenderError, RenderProcess
 from clearly_exporter.webconfig import WebConfig
@@ -54,7 +54,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 async def sent(transport: asyncio.BaseTransport, timeout: float = 10.0) -> bool:
     """Whether the transport's write buffer emptied (its bytes are in the kernel's) within
-    ``timeout``.
+    ``timeout``, the connection still open.
 
     The response's headers normally go at once; should the socket be full, this polls
     (asyncio tells no such event), a millisecond at a time.
@@ -64,7 +64,7 @@ async def sent(transport: asyncio.BaseTransport, timeout: float = 10.0) -> bool:
         if asyncio.get_running_loop().time() > deadline:
             return False
         await asyncio.sleep(0.001)
-    return True
+    return not transport.is_closing()
 
 
 def _render(
@@ -271,26 +271,26 @@ class HttpServer:
         connection is closed, so the scraper sees a failed scrape, not a wrong one.
         """
         assert self.renderer is not None
-        render: Future[int] | None = None
-        spill: BinaryIO | None = None
+        render: Future[int | None] | None = None
+        # Not the file made ahead for the file path: a stream rarely spills anything.
+        spill = body_file()
 
         def release(_: object = None) -> None:
             os.close(sock)
-            if spill is not None:
-                spill.close()
+            spill.close()
 
         try:
-            spill = self._bodies.take()
             headers = {"Content-Type": choose_encoder(accept)[1], "Vary": "Accept-Encoding"}
             if gzip:
                 headers["Content-Encoding"] = "gzip"
             response = web.StreamResponse(headers=headers)
             response.enable_chunked_encoding()
             await response.prepare(request)
-            assert request.transport is not None
+            transport = request.transport
             # The render process writes to the socket itself: nothing of ours may be queued.
-            if not await sent(request.transport):
-                request.transport.abort()  # a client that does not read its headers
+            if transport is None or not await sent(transport):
+                if transport is not None:
+                    transport.abort()  # a client that does not read its headers
                 return response
             render = self._scrapes.submit(
                 self.renderer.stream, self.registry, accept, sock, spill.fileno(), gzip
@@ -298,11 +298,12 @@ class HttpServer:
             try:
                 spilled = await asyncio.wrap_future(render)
             except RenderError:  # RenderProcess logged it
-                request.transport.abort()
+                spilled = None
+            if spilled is None:  # part of a body is out: never end it
+                transport.abort()
                 return response
             if spilled:
                 await self._send_file(request, spill, spilled)
-                self._make_ahead(spilled)
             await response.write_eof()
         finally:
             # Now, or when the render is over if this coroutine was cancelled under it.

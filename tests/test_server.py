@@ -7,6 +7,7 @@ import array
 import fcntl
 import gzip
 import json
+import os
 import re
 import socket
 import termios
@@ -406,6 +407,76 @@ def test_a_render_process_failing_under_a_stream_closes_the_connection(monkeypat
         told = [(r.levelname, r.exc_info is None) for r in caplog.records]
         assert told == [("WARNING", True)] and "the render process failed" in caplog.text
         assert without_duration(body) == without_duration(generate(registry, "")[0])
+    finally:
+        server.stop()
+        renderer.stop()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_streamed_scrapes_on_one_connection_each_end_and_leave_no_descriptor():
+    """Prometheus keeps its connection: pipelined scrapes are answered in turn, each body
+    whole and ended, and nothing the streams used stays open."""
+    registry = busy_registry(20)
+    renderer = RenderProcess()
+    server = HttpServer("127.0.0.1", 0, registry, lambda: None, renderer=renderer)
+    server.start()
+    try:
+        fetch(server.port, "")  # the render process started, the pools made
+        before = open_fds()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(request_bytes(server.port, "GET /metrics", "GET /metrics"))
+            answer = receive_all(sock)
+        responses = answer.split(b"HTTP/1.1 200 OK\r\n")[1:]
+        assert len(responses) == 2
+        expected = without_duration(generate(registry, "")[0])
+        for response in responses:
+            head, body = response.split(b"\r\n\r\n", 1)
+            assert b"Transfer-Encoding: chunked" in head and body.endswith(b"\r\n0\r\n\r\n")
+            assert without_duration(dechunk(body[: -len(b"0\r\n\r\n")])) == expected
+        wait_for(lambda: open_fds() <= before, 10, "the streams' descriptors closed")
+    finally:
+        server.stop()
+        renderer.stop()
+
+
+class FailingAfter:
+    """An engine's families, then a family of its own that fails when asked to."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.fail = False
+
+    def collect(self):
+        yield from self.registry.collect()
+        if self.fail:
+            raise RuntimeError("a collector's bug after the engine's families")
+
+    def describe(self):
+        return []
+
+
+def test_a_collector_failing_after_the_hand_over_cuts_that_scrape_alone():
+    """The render process has the socket: that scrape is cut short; the next is whole."""
+    engine_families = busy_registry(20)
+    failing = FailingAfter(engine_families)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(failing)
+    renderer = RenderProcess()
+    server = HttpServer("127.0.0.1", 0, registry, lambda: None, renderer=renderer)
+    server.start()
+    try:
+        failing.fail = True
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(request_bytes(server.port, "GET /metrics"))
+            answer = receive_all(sock)
+        assert answer.startswith(b"HTTP/1.1 200") and not answer.endswith(b"\r\n0\r\n\r\n")
+        failing.fail = False
+        body, headers = fetch(server.port, "")
+        assert framed(body, headers, streamed=True)
+        assert without_duration(body) == without_duration(generate(engine_families, "")[0])
     finally:
         server.stop()
         renderer.stop()

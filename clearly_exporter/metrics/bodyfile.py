@@ -41,8 +41,8 @@ def write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> int:
 def write_some(fd: int, chunks: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:
     """As many of the chunks as ``fd`` takes now, in order; what it did not take.
 
-    For a non-blocking socket: it stops where the socket would block, or where the peer
-    has gone; a file takes everything.
+    For a non-blocking socket: it stops where the socket would block (any other error is
+    raised); a file takes everything.
     """
     pending: list[bytes | memoryview] = list(chunks)
     first = 0
@@ -50,7 +50,7 @@ def write_some(fd: int, chunks: Sequence[bytes | memoryview]) -> list[bytes | me
         batch = pending[first : first + IOV_MAX]
         try:
             done = os.writev(fd, batch)
-        except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+        except BlockingIOError:
             break
         for chunk in batch:
             if done < len(chunk):

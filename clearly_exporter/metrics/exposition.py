@@ -327,13 +327,7 @@ class AgeFamily(ScalarFamily):
             for start in starts
         ]
 
-    def _fill(
-        self,
-        block: Block,
-        values: list,
-        before: list | None,
-        openmetrics: bool,
-    ) -> None:
+    def _fill(self, block: Block, values: list, before: list | None, openmetrics: bool) -> None:
         """Every age is a finite float (``ages``)."""
         block.body = block.template % tuple(values)
 

@@ -51,10 +51,14 @@ from clearly_exporter.metrics.exposition import (
 log = logging.getLogger(__name__)
 
 #: Request: the payload's length and what to do (``FILE``...); descriptors ride along,
-#: the payload's file last. Reply: ok, length (of what was written when ok, of an error
-#: message when not).
+#: the payload's file last. Reply: how it went (``FAILED``...) and a length: of what was
+#: written, or of the error message that follows.
 REQUEST = struct.Struct("!QB")
-REPLY = struct.Struct("!?Q")
+REPLY = struct.Struct("!BQ")
+FAILED = 0
+DONE = 1
+#: A streamed body the client's socket failed under: its connection must be closed.
+CUT = 2
 #: Render the changes into the body file (descriptor: the file); the reply is its size.
 FILE = 0
 #: Render the changes to the client's socket, the rest into a spill file (descriptors:
@@ -100,8 +104,9 @@ class RenderProcess:
         self._sent: Sent = {}
         self.failures = 0
         self._stopped = False
-        #: A request was sent and its answer not read yet.
-        self._waiting = False
+        #: The scrape under way gave the process the client's socket: from then on, a
+        #: failure may have left part of a body on it.
+        self._handed = False
         self._retry_at = 0.0
         self._backoff = RETRY_AFTER
 
@@ -177,7 +182,6 @@ class RenderProcess:
             process.kill()  # the scrape holding the lock reaps it
 
     def _end(self, timeout: float) -> None:
-        self._waiting = False
         if self._socket is not None:
             self._socket.close()
             self._socket = None
@@ -209,42 +213,58 @@ class RenderProcess:
         return write_all(fd, chunks), content_type
 
     def ready(self) -> bool:
-        """Whether a scrape can be streamed: there is a process, or it is time for one."""
+        """Whether a scrape should be streamed: there is a process, or it is time for one
+        (read without the lock: ``stream`` renders here if that changed meanwhile)."""
         return self._socket is not None or (not self._stopped and self.clock() >= self._retry_at)
 
-    def stream(self, registry: Collector, accept: str, sock: int, spill: int, gzip: bool) -> int:
-        """The scrape written by the process in chunks (``chunked``) to the client's
-        socket ``sock``, and into ``spill`` from where the socket would have blocked; the
-        bytes spilled. ``RenderError`` if it was not, the connection holding part of it.
+    def stream(
+        self, registry: Collector, accept: str, sock: int, spill: int, gzip: bool
+    ) -> int | None:
+        """The scrape written in chunks (``chunked``) to the client's socket ``sock``,
+        and into ``spill`` from where the socket would have blocked; the bytes spilled,
+        None if the socket failed (the body is cut short: close the connection).
+
+        By the process; or here, as ``scrape`` does, if there is none or it failed before
+        it had the socket. ``RenderError`` if it failed after: part of a body may be out.
         """
         with self._lock:
+            self._handed = False
             try:
-                if not self._ensure():
-                    raise RenderError("no render process to stream with")
-                spilled = self._stream(registry, accept, sock, spill, gzip)
-                self._backoff = RETRY_AFTER
-                return spilled
+                if self._ensure():
+                    spilled = self._stream(registry, accept, sock, spill, gzip)
+                    self._backoff = RETRY_AFTER
+                    return spilled
             except (RenderError, OSError) as exc:
+                handed = self._handed
                 self._failed(exc)
-                raise RenderError(str(exc)) from exc
+                if handed:
+                    raise RenderError(str(exc)) from exc
             except BaseException:
                 self._end(0.0)
                 raise
+        chunks, _ = generate_chunks(registry, accept)
+        body = ChunkedBody(sock, spill, gzip)
+        body.write(chunks)
+        spilled = body.finish()
+        return None if body.cut else spilled
 
     def _scrape(self, registry: Collector, accept: str, fd: int) -> tuple[int, str]:
         encoder, content_type = choose_encoder(accept)
         openmetrics = content_type.startswith(OPENMETRICS)
         rest = self._hand_over(registry, openmetrics, FILE, [fd])
-        size = self._receive()
+        size, _ = self._receive()
         os.lseek(fd, size, os.SEEK_SET)
         return size + write_all(fd, [encoder(Collected(rest))]), content_type  # type: ignore[arg-type]
 
-    def _stream(self, registry: Collector, accept: str, sock: int, spill: int, gzip: bool) -> int:
+    def _stream(
+        self, registry: Collector, accept: str, sock: int, spill: int, gzip: bool
+    ) -> int | None:
         encoder, content_type = choose_encoder(accept)
         kind = STREAM_GZIP if gzip else STREAM
         rest = self._hand_over(registry, content_type.startswith(OPENMETRICS), kind, [sock, spill])
         self._send(TAIL, encoder(Collected(rest)), [])  # type: ignore[arg-type]
-        return self._receive()
+        spilled, cut = self._receive()
+        return None if cut else spilled
 
     def _hand_over(
         self, registry: Collector, openmetrics: bool, kind: int, fds: list[int]
@@ -282,21 +302,22 @@ class RenderProcess:
 
     def _send(self, kind: int, payload: bytes, fds: list[int]) -> None:
         assert self._socket is not None
-        self._waiting = True
         # In a file, written and passed at once: through the socket, it would go a few
         # hundred KB at a time, each waiting for the GIL again behind the consumer.
         with body_file() as request:
             write_all(request.fileno(), [payload])
             header = REQUEST.pack(len(payload), kind)
             socket.send_fds(self._socket, [header], [*fds, request.fileno()])
+        if kind in (STREAM, STREAM_GZIP):
+            self._handed = True
 
-    def _receive(self) -> int:
+    def _receive(self) -> tuple[int, bool]:
+        """The reply's length, and whether the streamed body was cut."""
         assert self._socket is not None
-        ok, length = REPLY.unpack(_read(self._socket, REPLY.size))
-        if not ok:
+        status, length = REPLY.unpack(_read(self._socket, REPLY.size))
+        if status == FAILED:
             raise RenderError(_read(self._socket, length).decode(errors="replace"))
-        self._waiting = False
-        return length
+        return length, status == CUT
 
 
 class _Payload:
@@ -354,10 +375,12 @@ class _Server:
         self._open: list[int] = []
         self._failure: str | None = None
 
-    def handle(self, kind: int, fds: list[int], request: int, length: int) -> int | None:
+    def handle(
+        self, kind: int, fds: list[int], request: int, length: int
+    ) -> tuple[int, int] | None:
         """Do a request (its payload: ``length`` bytes of the file ``request``); the
-        reply's length, None for no reply yet. A failure of a ``STREAM`` is told with
-        the reply to its tail: the exporter reads nothing before."""
+        reply's status and length, None for no reply yet. A failure of a ``STREAM`` is
+        told with the reply to its tail: the exporter reads nothing before."""
         if kind in (STREAM, STREAM_GZIP):
             self.close()
             self._open = list(fds)
@@ -374,14 +397,15 @@ class _Server:
         payload = os.pread(request, length, 0) if length else b""
         if kind == FILE:
             openmetrics, updates = _load(payload)
-            return write_all(fds[0], self.series.render(updates, openmetrics))
+            return DONE, write_all(fds[0], self.series.render(updates, openmetrics))
         if kind == TAIL:
             body, self._body = self._body, None
             try:
                 if self._failure is not None or body is None:
                     raise RenderError(self._failure or "a tail with no body streamed")
                 body.write([payload])
-                return body.finish()
+                spilled = body.finish()
+                return (CUT if body.cut else DONE), spilled
             finally:
                 self.close()
         raise RenderError(f"no such request: {kind}")
@@ -393,7 +417,7 @@ class _Server:
 
 
 def serve(sock: socket.socket) -> None:
-    """The render process: render each request into the file it brings, until EOF."""
+    """The render process: do each request (``_Server``) and answer it, until EOF."""
     server = _Server()
     # What it keeps holds no cycles, and each request unpickles tens of thousands of
     # objects: collections would walk everything kept, ~100 ms a scrape.
@@ -407,13 +431,13 @@ def serve(sock: socket.socket) -> None:
             length, kind = REQUEST.unpack(header)
             *targets, request = fds
             try:
-                size = server.handle(kind, targets, request, length)
+                reply = server.handle(kind, targets, request, length)
             except Exception as exc:  # sent back: the exporter logs it and renders itself
                 message = repr(exc).encode()
-                sock.sendall(REPLY.pack(False, len(message)) + message)
+                sock.sendall(REPLY.pack(FAILED, len(message)) + message)
             else:
-                if size is not None:
-                    sock.sendall(REPLY.pack(True, size))
+                if reply is not None:
+                    sock.sendall(REPLY.pack(*reply))
             finally:
                 for fd in (*targets, request):
                     os.close(fd)

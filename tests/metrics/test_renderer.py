@@ -104,6 +104,7 @@ def streamed(renderer: RenderProcess, cluster: Cluster, accept: str, gzipped: bo
     with ours, theirs, body_file() as spill:
         ours.setblocking(False)
         spilled = renderer.stream(cluster.registry, accept, ours.fileno(), spill.fileno(), gzipped)
+        assert spilled is not None, "not cut"
         ours.shutdown(socket.SHUT_WR)
         body = dechunk(received(theirs) + os.pread(spill.fileno(), spilled, 0))
     return gzip.decompress(body) if gzipped else body
@@ -120,6 +121,38 @@ def test_a_streamed_scrape_is_what_this_process_renders(renderer):
         else:
             assert lines(streamed(renderer, cluster, accept, gzipped=n % 4 == 0)) == expected
     assert renderer.failures == 0
+
+
+def test_a_stream_with_no_process_is_rendered_here(renderer, clock):
+    """Stopped, or between failures: the exporter writes the chunks itself."""
+    cluster = busy_cluster()
+    renderer.stop()
+    expected = lines(generate(cluster.registry, OPENMETRICS)[0])
+    assert lines(streamed(renderer, cluster, OPENMETRICS, gzipped=True)) == expected
+    assert renderer.failures == 0 and renderer.pid is None
+
+
+def dead(pid: int) -> bool:
+    """Gone, or a zombie its parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "\nState:\tZ" in status.read()
+    except FileNotFoundError:
+        return True
+
+
+def test_a_process_gone_before_it_has_the_socket_costs_no_scrape(renderer):
+    """It failed before any of the body was out: counted once, rendered here."""
+    cluster = busy_cluster()
+    renderer.start()
+    pid = renderer.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: dead(pid), 10, "it died")
+    assert lines(streamed(renderer, cluster, "", gzipped=False)) == lines(
+        generate(cluster.registry, "")[0]
+    )
+    assert renderer.failures == 1
 
 
 def test_a_stream_that_fails_is_told_after_its_tail(renderer, monkeypatch, caplog):
