@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,8 @@ from clearly_exporter.metrics.bodyfile import BodyFiles, body_file, gzipped, wri
 from clearly_exporter.metrics.exposition import generate_chunks
 from clearly_exporter.metrics.renderer import RenderError, RenderProcess
 from clearly_exporter.webconfig import WebConfig
+
+log = logging.getLogger(__name__)
 
 INDEX = """<!doctype html>
 <html><head><title>clearly-exporter</title></head><body>
@@ -272,14 +275,16 @@ class HttpServer:
         """
         assert self.renderer is not None
         render: Future[int | None] | None = None
-        # Not the file made ahead for the file path: a stream rarely spills anything.
-        spill = body_file()
+        spill: BinaryIO | None = None
 
         def release(_: object = None) -> None:
             os.close(sock)
-            spill.close()
+            if spill is not None:
+                spill.close()
 
         try:
+            # Not the file made ahead for the file path: a stream rarely spills anything.
+            spill = body_file()
             headers = {"Content-Type": choose_encoder(accept)[1], "Vary": "Accept-Encoding"}
             if gzip:
                 headers["Content-Encoding"] = "gzip"
@@ -298,6 +303,9 @@ class HttpServer:
             try:
                 spilled = await asyncio.wrap_future(render)
             except RenderError:  # RenderProcess logged it
+                spilled = None
+            except Exception:  # a collector's bug, say: the headers are out all the same
+                log.exception("a streamed scrape failed; its connection is closed")
                 spilled = None
             if spilled is None:  # part of a body is out: never end it
                 transport.abort()

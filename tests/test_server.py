@@ -426,16 +426,20 @@ def test_streamed_scrapes_on_one_connection_each_end_and_leave_no_descriptor():
     try:
         fetch(server.port, "")  # the render process started, the pools made
         before = open_fds()
-        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-            sock.sendall(request_bytes(server.port, "GET /metrics", "GET /metrics"))
-            answer = receive_all(sock)
-        responses = answer.split(b"HTTP/1.1 200 OK\r\n")[1:]
-        assert len(responses) == 2
         expected = without_duration(generate(registry, "")[0])
-        for response in responses:
-            head, body = response.split(b"\r\n\r\n", 1)
-            assert b"Transfer-Encoding: chunked" in head and body.endswith(b"\r\n0\r\n\r\n")
-            assert without_duration(dechunk(body[: -len(b"0\r\n\r\n")])) == expected
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+                sock.sendall(request_bytes(server.port, "GET /metrics", "GET /metrics"))
+                answer = receive_all(sock)
+            responses = answer.split(b"HTTP/1.1 200 OK\r\n")[1:]
+            assert len(responses) == 2
+            for response in responses:
+                head, body = response.split(b"\r\n\r\n", 1)
+                assert b"Transfer-Encoding: chunked" in head
+                assert body.endswith(b"\r\n0\r\n\r\n")
+                assert without_duration(dechunk(body[: -len(b"0\r\n\r\n")])) == expected
+        # ``before`` may count the first fetch's connection, not yet closed: a leak of one
+        # descriptor a stream would still show, six times over.
         wait_for(lambda: open_fds() <= before, 10, "the streams' descriptors closed")
     finally:
         server.stop()

@@ -307,9 +307,9 @@ class RenderProcess:
         with body_file() as request:
             write_all(request.fileno(), [payload])
             header = REQUEST.pack(len(payload), kind)
-            socket.send_fds(self._socket, [header], [*fds, request.fileno()])
-        if kind in (STREAM, STREAM_GZIP):
-            self._handed = True
+            sent = socket.send_fds(self._socket, [header], [*fds, request.fileno()])
+            self._handed = self._handed or kind in (STREAM, STREAM_GZIP)
+            self._socket.sendall(header[sent:])
 
     def _receive(self) -> tuple[int, bool]:
         """The reply's length, and whether the streamed body was cut."""
