@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,8 +111,13 @@ class PacedPublisher(threading.Thread):
 
     It goes round the storm again (as new tasks: its ids rewritten, see
     ``storm.renamed``) until halted or ``seconds`` have passed, so a long steady load
-    needs no storm of that size.
+    needs no storm of that size. What is due is published every ``TICK`` in one of kombu's
+    pipelined batches: one at a time, kombu made a Redis client per message, and 20k events/s
+    took 73 % of a core, on the 2 cores the exporter and its scrapes are measured on.
     """
+
+    #: How often what is due goes out: 20k events/s is ~130 events a tick.
+    TICK = 0.005
 
     def __init__(self, url: str, storm: Storm, rate: float, seconds: float | None = None) -> None:
         super().__init__(name="paced-publisher", daemon=True)
@@ -136,26 +141,36 @@ class PacedPublisher(threading.Thread):
         except BaseException as exc:
             self.error = exc
 
-    def _publish(self, publisher: Publisher) -> None:
-        """Each message when the rate allows it; a storm's end starts it over, renamed."""
-        started = time.monotonic()
+    def _messages(self) -> Iterator[Message]:
+        """The storm's messages, round after round, renamed from the second on."""
         prefix = self.storm.spec.id_prefix
         while True:
             for message in self.storm.messages:
-                due = started + self.events / self.rate
-                now = time.monotonic()
-                if self.limit is not None and now - started >= self.limit:
-                    return
-                # Pacing, not synchronisation: hold the rate, stop early if told.
-                if due > now and self.halt.wait(due - now):
-                    return
-                self.behind = max(self.behind, now - due)
-                if self.rounds:
-                    message = renamed(message, prefix, f"{self.rounds:08x}")
-                publisher.send(message)
-                self.events += message.events
-                self.seconds = time.monotonic() - started
+                yield renamed(message, prefix, f"{self.rounds:08x}") if self.rounds else message
             self.rounds += 1
+
+    def _publish(self, publisher: Publisher) -> None:
+        """What the rate allows, a tick at a time, until the limit or told to stop."""
+        started = time.monotonic()
+        messages = self._messages()
+        message = next(messages)
+        while True:
+            now = time.monotonic()
+            if self.limit is not None and now - started >= self.limit:
+                return
+            due = started + self.events / self.rate
+            # Pacing, not synchronisation: hold the rate, stop early if told.
+            if due > now:
+                if self.halt.wait(max(due - now, self.TICK)):
+                    return
+                continue
+            self.behind = max(self.behind, now - due)
+            with publisher.batch():
+                while started + self.events / self.rate <= now:
+                    publisher.send(message)
+                    self.events += message.events
+                    message = next(messages)
+            self.seconds = time.monotonic() - started
 
     @property
     def achieved(self) -> float:
