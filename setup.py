@@ -1,14 +1,16 @@
-"""The build: plain Python, or with ``CLEARLY_EXPORTER_COMPILE=1`` the engine compiled by mypyc.
+"""The build: plain Python, or with ``CLEARLY_EXPORTER_COMPILE=1`` the engine compiled by
+mypyc and the render process's line writer (``metrics/_lines.c``) built.
 
 The engine runs for every event and is most of a backlog drain's time; compiled, the
-drain is 1.3-1.5x as fast (bench/README.md). It needs a C compiler and Python's headers,
-so it is asked for, never assumed: a build without it is the same package, only slower.
-Everything else about the package is in pyproject.toml.
+drain is 1.3-1.5x as fast (bench/README.md). The line writer writes the lines of what
+changed on every scrape. Both need a C compiler and Python's headers, so they are asked
+for, never assumed: a build without them is the same package, only slower. Everything
+else about the package is in pyproject.toml.
 """
 
 import os
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 #: The engine's modules: compiled together, each importable as before.
 ENGINE = [
@@ -38,6 +40,10 @@ if os.environ.get("CLEARLY_EXPORTER_COMPILE") == "1":
             "CLEARLY_EXPORTER_COMPILE=1 needs mypyc: pip install '" + MYPYC + "', "
             "or build with pip's default build isolation"
         ) from None
-    setup(ext_modules=mypycify(ENGINE, opt_level="3"))
+    lines = Extension(
+        "clearly_exporter.metrics._lines",
+        ["clearly_exporter/metrics/_lines.c"],
+    )
+    setup(ext_modules=[*mypycify(ENGINE, opt_level="3"), lines])
 else:
     setup()

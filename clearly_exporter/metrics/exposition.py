@@ -11,6 +11,10 @@ three times as fast as ``str %``, and needs no encoding afterwards). Histogram b
 keep each series' lines: under a steady load a few series of most blocks change between
 two scrapes, and only those are rendered again.
 
+Built with ``CLEARLY_EXPORTER_COMPILE=1``, ``_lines`` (C) does what ``%`` does, from the
+template split at its placeholders (``pieces``): 3.4 times as fast for a histogram series,
+as it writes digits straight into the body and sums the cumulative counts on the way.
+
 The families stay collected metrics: ``samples`` builds ordinary samples on demand, so
 prometheus_client's own encoders (and the tests comparing against them) read the same
 state. The exporter's other, small families go through prometheus_client as before.
@@ -19,9 +23,11 @@ state. The exporter's other, small families go through prometheus_client as befo
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Iterable, Sequence
-from itertools import accumulate, chain, repeat
+from itertools import accumulate, chain, compress, repeat
+from operator import is_not
 from typing import Any, NamedTuple
 
 from prometheus_client.exposition import choose_encoder
@@ -32,6 +38,11 @@ from prometheus_client.utils import floatToGoString
 
 from clearly_exporter.engine.histogram import Frozen, TraceExemplar, cumulative
 
+try:
+    from clearly_exporter.metrics import _lines
+except ImportError:  # built without CLEARLY_EXPORTER_COMPILE=1: ``%`` writes the lines
+    _lines = None
+
 OPENMETRICS = "application/openmetrics-text"
 #: A series' label values, in the order of its family's label names.
 Key = tuple[str, ...]
@@ -40,6 +51,8 @@ PLAIN = frozenset({int, float})
 #: A histogram sum ``repr`` writes as prometheus_client does: Go uses exponents from 1e21,
 #: ``floatToGoString`` from 1e6.
 PLAIN_SUM = 1e6
+#: A template's placeholders, and ``%%`` (a ``%`` in a label value).
+PLACEHOLDER = re.compile(rb"%([%das])")
 
 
 def escape(value: str) -> str:
@@ -63,6 +76,21 @@ def exemplar_text(exemplar: TraceExemplar | None) -> bytes:
     shown = value if type(value) is float and abs(value) < PLAIN_SUM else floatToGoString(value)
     text = f' # {{trace_id="{escape(trace)}"}} {shown}'
     return (text if timestamp is None else f"{text} {timestamp}").encode()
+
+
+def pieces(template: bytes) -> tuple[bytes, ...]:
+    """The template's text between its placeholders (``%d``, ``%a``, ``%s``), ``%%`` as
+    ``%``: what ``_lines`` writes the values between."""
+    split = PLACEHOLDER.split(template)
+    out, piece = [], split[0]
+    for kind, text in zip(split[1::2], split[2::2], strict=True):
+        if kind == b"%":
+            piece += b"%" + text
+        else:
+            out.append(piece)
+            piece = text
+    out.append(piece)
+    return tuple(out)
 
 
 class Verbatim(str):
@@ -255,7 +283,12 @@ class ScalarFamily(CachedFamily):
         suffix = {"counter": "_total", "info": "_info"}.get(self.type, "")
         return self.name + suffix
 
-    def _template(self, keys: Sequence[Key], openmetrics: bool) -> bytes:
+    def _template(self, keys: Sequence[Key], openmetrics: bool) -> Any:
+        """The lines' text, split into ``pieces`` for ``_lines``."""
+        text = self._text(keys)
+        return text if _lines is None else pieces(text)
+
+    def _text(self, keys: Sequence[Key]) -> bytes:
         name = self.sample_name
         end = f"}} {self.placeholder}\n"
         lines = (f"{name}{{{self.labelset(key).replace('%', '%%')}{end}" for key in keys)
@@ -273,9 +306,9 @@ class ScalarFamily(CachedFamily):
         if all(map(PLAIN.__contains__, map(type, values))):
             total = sum(values)
             if total - total == 0:
-                block.body = block.template % tuple(values)
+                block.body = _filled(block.template, values)
                 return
-        block.body = block.template % tuple(Verbatim(number(v)) for v in values)
+        block.body = _filled(block.template, [Verbatim(number(v)) for v in values])
 
     @property
     def samples(self) -> list[Sample]:
@@ -300,6 +333,10 @@ class AgeFamily(ScalarFamily):
     """
 
     placeholder = "%.3f"
+
+    def _template(self, keys: Sequence[Key], openmetrics: bool) -> bytes:
+        """The text in any build: ``_lines`` writes floats as ``repr``, not ``%.3f``."""
+        return self._text(keys)
 
     def __init__(
         self,
@@ -374,10 +411,17 @@ class HistogramFamily(CachedFamily):
             True, self.name, self.documentation, self.type, self.labels, self.bounds, self.exemplars
         )
 
-    def _template(self, keys: Sequence[Key], openmetrics: bool) -> tuple[bytes, list[bytes]]:
-        """The block's template and each series': a ``%d`` per cumulative bucket (and a
-        ``%s`` for its exemplar, where they are shown), one for the count, ``%a`` for the
-        sum."""
+    def _template(self, keys: Sequence[Key], openmetrics: bool) -> tuple[bytes | None, list]:
+        """The block's template and each series' (``_texts``); for ``_lines``, no block's
+        template, and each series' split into ``pieces``."""
+        texts = self._texts(keys, openmetrics)
+        if _lines is not None:
+            return None, [pieces(text) for text in texts]
+        return b"".join(texts), texts
+
+    def _texts(self, keys: Sequence[Key], openmetrics: bool) -> list[bytes]:
+        """Each series' template: a ``%d`` per cumulative bucket (and a ``%s`` for its
+        exemplar, where they are shown), one for the count, ``%a`` for the sum."""
         end = "%s\n" if openmetrics and self.exemplars else "\n"
         name, out = self.name, []
         for key in keys:
@@ -386,7 +430,7 @@ class HistogramFamily(CachedFamily):
             lines = [f"{bucket}{le}%d{end}" for le in self._les]
             lines.append(f"{name}_count{{{labels}}} %d\n{name}_sum{{{labels}}} %a\n")
             out.append("".join(lines).encode())
-        return b"".join(out), out
+        return out
 
     def _fill(
         self,
@@ -397,16 +441,15 @@ class HistogramFamily(CachedFamily):
     ) -> None:
         """A block of which a few series changed (a steady load) renders only those, each
         on its own; one with most changed (a backlog draining) is rendered at once, twice
-        as fast as series by series."""
+        as fast as series by series with ``%``. With ``_lines``, always series by series."""
         shown = openmetrics and self.exemplars
         whole, templates = block.template
         parts = block.parts
-        changed = (
-            len(values)
-            if before is None
-            else sum(1 for hist, old in zip(values, before, strict=True) if hist is not old)
-        )
-        if changed * 2 > len(values):
+        if whole is not None and (
+            before is None
+            or sum(1 for hist, old in zip(values, before, strict=True) if hist is not old) * 2
+            > len(values)
+        ):
             args: list = []
             extend = args.extend
             for hist in values:
@@ -418,9 +461,8 @@ class HistogramFamily(CachedFamily):
                 _series(t, hist, shown) for t, hist in zip(templates, values, strict=True)
             ]
         else:
-            for i, (hist, old) in enumerate(zip(values, before, strict=True)):  # type: ignore[arg-type]
-                if hist is not old:
-                    parts[i] = _series(templates[i], hist, shown)
+            for i in compress(range(len(values)), map(is_not, values, before)):  # type: ignore[arg-type]
+                parts[i] = _series(templates[i], values[i], shown)
         # Not joined: ~38 MB copied again each scrape (20 ms) for one ``writev`` to copy.
         block.body = parts
 
@@ -459,13 +501,31 @@ def _values(hist: Frozen, exemplars: bool) -> list:
         texts = map(exemplar_text, marks) if marks is not None else repeat(b"")
         args = list(chain.from_iterable(zip(args, texts, strict=False)))
     args.append(count)
-    args.append(total if abs(total) < PLAIN_SUM else Verbatim(floatToGoString(total)))
+    args.append(_sum(total))
     return args
 
 
-def _series(template: bytes, hist: Frozen, exemplars: bool) -> bytes:
-    """One histogram series' lines."""
-    return template % tuple(_values(hist, exemplars))
+def _sum(total: float) -> float | Verbatim:
+    """A histogram's sum as its template takes it (``%a``)."""
+    return total if abs(total) < PLAIN_SUM else Verbatim(floatToGoString(total))
+
+
+def _series(template: Any, hist: Frozen, exemplars: bool) -> bytes:
+    """One histogram series' lines, from its template (``pieces`` for ``_lines``)."""
+    if _lines is None:
+        return template % tuple(_values(hist, exemplars))
+    counts, total, marks = hist
+    texts = None
+    if exemplars:
+        texts = list(map(exemplar_text, marks)) if marks is not None else [b""] * len(counts)
+    return _lines.histogram(template, counts, _sum(total), texts)
+
+
+def _filled(template: Any, values: Sequence) -> bytes:
+    """A scalar block's lines: by ``_lines`` from its ``pieces``, or by ``%``."""
+    if _lines is None:
+        return template % tuple(values)
+    return _lines.fill(template, values)
 
 
 class Collected:
