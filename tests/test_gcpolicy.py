@@ -73,3 +73,32 @@ def test_each_second_only_the_young_generations_are_walked(policy):
     finally:
         gc.callbacks.remove(note)
     assert walked == [1, 1, 2], "young each second, everything every ten minutes"
+
+
+def test_a_scrape_pause_runs_no_collection_and_freezes_what_it_made(policy):
+    """Containers made in a pause set off no collection (50,000 would set off ~70), and
+    are frozen after, never walked by the young collections."""
+    walked: list[int] = []
+
+    def note(phase: str, info: dict) -> None:
+        if phase == "start":
+            walked.append(info["generation"])
+
+    gc.enable()
+    gc.callbacks.append(note)
+    try:
+        frozen = gc.get_freeze_count()
+        with policy.paused():
+            made = [[i] for i in range(50_000)]
+        assert walked == []
+        assert gc.get_freeze_count() >= frozen + len(made)
+        assert gc.isenabled(), "automatic collections on again"
+    finally:
+        gc.callbacks.remove(note)
+        gc.disable()
+
+
+def test_a_pause_leaves_collections_off_where_they_were_off(policy):
+    with policy.paused():
+        pass
+    assert not gc.isenabled()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
@@ -87,3 +89,22 @@ def test_oldest_in_progress_age_is_measured_on_the_receive_clock():
     samples = parse_metrics(render(engine, now=T0 + 42)[0])
     age = select(samples, "celery_task_oldest_in_progress_age_seconds", state="RECEIVED")
     assert list(age.values()) == [42.0]
+
+
+def test_the_pause_is_held_around_the_copy_under_the_engine_lock():
+    """The daemon's pause (``FreezingGc.paused``) covers the engine families' copy, and
+    only while the engine lock is held: the consumer allocates nothing meanwhile."""
+    engine = Engine()
+    engine.ingest([sent("a", "t.add", T0), received("a", T0 + 1)], T0 + 1)
+    held: list[bool] = []
+
+    @contextmanager
+    def pause():
+        held.append(engine.lock.locked())
+        yield
+        held.append(engine.lock.locked())
+
+    collector = EngineCollector(engine, BrokerHealth(), None, pause=pause)
+    families = [metric.name for metric in collector.collect()]
+    assert "celery_tasks" in families
+    assert held == [True, True]
