@@ -3,8 +3,9 @@
 # The same image runs the demo's pieces: `demo --broker URL --role worker|producer`.
 
 # Build stage: the package and its dependencies in a virtual environment, the engine
-# compiled by mypyc (1.3-1.5x the event rate). The full image has the C compiler and
-# Python's headers that takes; neither reaches the final image, which needs neither.
+# compiled by mypyc (1.3-1.5x the event rate) and the render's line writer built (C). The
+# full image has the C compiler and Python's headers that takes; neither reaches the
+# final image, which needs neither.
 FROM python:3.11-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -3,6 +3,7 @@ both formats, kept up to date as series change, appear and go."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -14,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from prometheus_client.samples import Exemplar
 
 from clearly_exporter.engine import Engine, EngineConfig
+from clearly_exporter.metrics import exposition
 from clearly_exporter.metrics.collector import EngineCollector
 from clearly_exporter.metrics.exposition import (
     AgeFamily,
@@ -302,3 +304,10 @@ def test_a_failed_render_lets_go_of_the_engine_lock(monkeypatch):
     assert caught.value.__traceback__ is not None, "the traceback is still alive here"
     assert cluster.engine.lock.acquire(timeout=1)
     cluster.engine.lock.release()
+
+
+def test_the_line_writer_is_built_where_the_engine_is_compiled():
+    """CI's second run builds ``_lines`` (``CLEARLY_EXPORTER_COMPILE=1``); its first renders
+    with ``%``: each run must be on the path it is meant to test."""
+    compiled = os.environ.get("CLEARLY_EXPORTER_COMPILE") == "1"
+    assert (exposition._lines is not None) == compiled
