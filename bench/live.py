@@ -118,6 +118,8 @@ class PacedPublisher(threading.Thread):
 
     #: How often what is due goes out: 20k events/s is ~130 events a tick.
     TICK = 0.005
+    #: The most messages a batch takes: one that cannot keep up still stops when told.
+    BATCH = 64
 
     def __init__(self, url: str, storm: Storm, rate: float, seconds: float | None = None) -> None:
         super().__init__(name="paced-publisher", daemon=True)
@@ -154,7 +156,7 @@ class PacedPublisher(threading.Thread):
         started = time.monotonic()
         messages = self._messages()
         message = next(messages)
-        while True:
+        while not self.halt.is_set():
             now = time.monotonic()
             if self.limit is not None and now - started >= self.limit:
                 return
@@ -166,10 +168,12 @@ class PacedPublisher(threading.Thread):
                 continue
             self.behind = max(self.behind, now - due)
             with publisher.batch():
-                while started + self.events / self.rate <= now:
+                for _ in range(self.BATCH):
                     publisher.send(message)
                     self.events += message.events
                     message = next(messages)
+                    if started + self.events / self.rate > now:
+                        break
             self.seconds = time.monotonic() - started
 
     @property

@@ -29,7 +29,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -479,8 +479,10 @@ class Publisher:
 
     def batch(self) -> AbstractContextManager:
         """Messages sent inside it go out together, in one of the transport's pipelines
-        (kombu 5.7's ``Producer.batch``; a transport without them sends each at once)."""
-        return self.producer.batch()
+        (kombu 5.7's ``Producer.batch``); before 5.7, or on a transport without them, each
+        goes at once."""
+        batch = getattr(self.producer, "batch", None)
+        return nullcontext() if batch is None else batch()
 
     def close(self) -> None:
         self.connection.release()

@@ -12,8 +12,10 @@ minutes, after everything is unfrozen, so that any cyclic garbage frozen by mist
 A scrape copies the engine's changed series under the engine lock: tens of thousands of
 containers, which set off ~25 young collections a scrape, each walking the copies and
 the consumer's records since the last second (10-25 ms of a 50 ms copy under load, bench
-README). ``paused`` holds collections off meanwhile, then freezes what is young, as the
-next second would after its collection.
+README). ``paused`` holds collections off meanwhile, then freezes what is young without
+collecting it, so the copies are never walked. The price: cyclic garbage made in the
+second before a scrape (the consumer's, a library's) is frozen with them, and waits for
+the full collection, up to ten minutes, as garbage frozen by mistake does.
 """
 
 from __future__ import annotations
@@ -46,8 +48,7 @@ class FreezingGc:
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        """No collection inside; everything young frozen after (cyclic garbage among it
-        waits for the full collection, as garbage frozen by mistake does)."""
+        """No collection inside; everything young frozen after, uncollected."""
         enabled = gc.isenabled()
         gc.disable()
         try:

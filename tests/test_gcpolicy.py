@@ -102,3 +102,13 @@ def test_a_pause_leaves_collections_off_where_they_were_off(policy):
     with policy.paused():
         pass
     assert not gc.isenabled()
+
+
+def test_a_pause_left_by_an_exception_turns_collections_back_on(policy):
+    gc.enable()
+    try:
+        with pytest.raises(RuntimeError), policy.paused():
+            raise RuntimeError("a collector's bug")
+        assert gc.isenabled()
+    finally:
+        gc.disable()

@@ -26,7 +26,8 @@ write_digits(char *end, long long n)
 }
 
 /* How many bytes `value` may take: exact for bytes and str, an upper bound for numbers;
- * -1 with an exception set for anything else (the caller falls back to `%`). */
+ * -1 with an exception set for anything else. A str is written as it is: exposition.py
+ * passes only `Verbatim` text (what `%a` writes of it). */
 static Py_ssize_t
 value_size(PyObject *value)
 {

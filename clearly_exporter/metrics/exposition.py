@@ -12,8 +12,9 @@ keep each series' lines: under a steady load a few series of most blocks change 
 two scrapes, and only those are rendered again.
 
 Built with ``CLEARLY_EXPORTER_COMPILE=1``, ``_lines`` (C) does what ``%`` does, from the
-template split at its placeholders (``pieces``): 3.4 times as fast for a histogram series,
-as it writes digits straight into the body and sums the cumulative counts on the way.
+template split at its placeholders (``pieces``): a histogram series in 0.8 µs against
+2.8 µs, as it writes digits straight into the body and sums the cumulative counts on the
+way. Ages keep ``%`` (``%.3f``); ``_lines`` writes floats as ``repr``.
 
 The families stay collected metrics: ``samples`` builds ordinary samples on demand, so
 prometheus_client's own encoders (and the tests comparing against them) read the same
@@ -51,8 +52,8 @@ PLAIN = frozenset({int, float})
 #: A histogram sum ``repr`` writes as prometheus_client does: Go uses exponents from 1e21,
 #: ``floatToGoString`` from 1e6.
 PLAIN_SUM = 1e6
-#: A template's placeholders, and ``%%`` (a ``%`` in a label value).
-PLACEHOLDER = re.compile(rb"%([%das])")
+#: A conversion in a template: ``%d``, ``%a``, ``%s``, or ``%%`` (a ``%`` in a label value).
+PLACEHOLDER = re.compile(rb"%(.)", re.DOTALL)
 
 
 def escape(value: str) -> str:
@@ -86,6 +87,8 @@ def pieces(template: bytes) -> tuple[bytes, ...]:
     for kind, text in zip(split[1::2], split[2::2], strict=True):
         if kind == b"%":
             piece += b"%" + text
+        elif kind not in b"das":
+            raise ValueError(f"_lines writes no %{kind.decode(errors='replace')}")
         else:
             out.append(piece)
             piece = text

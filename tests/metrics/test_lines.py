@@ -89,3 +89,18 @@ def test_a_template_of_the_wrong_shape_is_an_error() -> None:
         _lines.fill((b"a", b"b", b"c"), [1])
     with pytest.raises(TypeError, match="list"):
         _lines.fill((b"a", b"b"), [[1]])
+
+
+def test_the_extremes_of_each_kind_of_value() -> None:
+    """The longest int and float ``repr`` there are, and text that is not ASCII refused
+    (a label value's non-ASCII text is in the pieces, never among the values)."""
+    assert _lines.fill((b"", b" ", b""), [-(2**63), -1.2345678901234567e-308]) == (
+        b"%d %a" % (-(2**63), -1.2345678901234567e-308)
+    )
+    with pytest.raises(TypeError):
+        _lines.fill((b"", b""), [Verbatim("é")])
+
+
+def test_a_template_with_a_conversion_it_does_not_write_is_refused() -> None:
+    with pytest.raises(ValueError, match="%f"):
+        pieces(b"age %f\n")
