@@ -66,8 +66,7 @@ class Daemon:
         self.settings = settings
         url, options = connection_config(settings.broker, settings.transport_options)
         self.engine = Engine(settings.engine, trace_id_hex if settings.tracing else None)
-        gc_policy = FreezingGc()
-        self.engine.on_tick(gc_policy.tick)
+        self.engine.on_tick(FreezingGc().tick)
         self.tracing = None
         if settings.tracing is not None:
             system = messaging_system(settings.broker)
@@ -100,7 +99,6 @@ class Daemon:
             settings.queues,
             tracing=self.tracing,
             view_fetcher=self.view_fetcher,
-            pause=gc_policy.paused,
         )
         self.registry.register(self.collector)
         self.renderer = RenderProcess()

@@ -8,21 +8,11 @@ runs and whatever is left is frozen (``gc.freeze``: never scanned again). A full
 (which walked the second's survivors, 4 % of a backlog drain) runs only every ten
 minutes, after everything is unfrozen, so that any cyclic garbage frozen by mistake
 (from libraries) is reclaimed.
-
-A scrape copies the engine's changed series under the engine lock: tens of thousands of
-containers, which set off ~25 young collections a scrape, each walking the copies and
-the consumer's records since the last second (10-25 ms of a 50 ms copy under load, bench
-README). ``paused`` holds collections off meanwhile, then freezes what is young without
-collecting it, so the copies are never walked. The price: cyclic garbage made in the
-second before a scrape (the consumer's, a library's) is frozen with them, and waits for
-the full collection, up to ten minutes, as garbage frozen by mistake does.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 
 class FreezingGc:
@@ -45,15 +35,3 @@ class FreezingGc:
             self._frozen_at = now
             gc.collect(2 if full else 1)
             gc.freeze()
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        """No collection inside; everything young frozen after, uncollected."""
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            yield
-        finally:
-            gc.freeze()
-            if enabled:
-                gc.enable()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -70,11 +69,8 @@ class EngineCollector(Collector):
         clock: Callable[[], float] = time.time,
         tracing: Tracing | None = None,
         view_fetcher: ResultFetcher | None = None,
-        pause: Callable[[], AbstractContextManager] = nullcontext,
     ) -> None:
         self.engine = engine
-        #: Held around the copy under the engine lock (``FreezingGc.paused``).
-        self.pause = pause
         self.tracing = tracing
         #: The task view's result fetches, counted with the spans' ones.
         self.view_fetcher = view_fetcher
@@ -98,7 +94,7 @@ class EngineCollector(Collector):
         # this process, they are rendered then (for the render process, their changes are
         # found then), and the consumer waits on the lock instead of splitting the GIL
         # with the scrape for seconds while a backlog drains.
-        with self.engine.lock, self.pause():
+        with self.engine.lock:
             snap = self.engine.snapshot(now)
             # Started now, the queue probe's round trips overlap the rendering.
             queues = set(self.watch_queues) | snap.queues

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
-
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
 from clearly_exporter import __version__
 from clearly_exporter.engine import BUILD, Engine
-from clearly_exporter.gcpolicy import FreezingGc
 from clearly_exporter.metrics.collector import EngineCollector
 from clearly_exporter.source import BrokerHealth
 from tests.engine.events import T0, failed, received, sent, started, succeeded, worker_event
@@ -91,42 +87,3 @@ def test_oldest_in_progress_age_is_measured_on_the_receive_clock():
     samples = parse_metrics(render(engine, now=T0 + 42)[0])
     age = select(samples, "celery_task_oldest_in_progress_age_seconds", state="RECEIVED")
     assert list(age.values()) == [42.0]
-
-
-def test_the_pause_is_held_around_the_copy_under_the_engine_lock():
-    """The daemon's pause (``FreezingGc.paused``) covers the engine families' copy, and
-    only while the engine lock is held: the consumer allocates nothing meanwhile."""
-    engine = Engine()
-    engine.ingest([sent("a", "t.add", T0), received("a", T0 + 1)], T0 + 1)
-    held: list[bool] = []
-
-    @contextmanager
-    def pause():
-        held.append(engine.lock.locked())
-        yield
-        held.append(engine.lock.locked())
-
-    collector = EngineCollector(engine, BrokerHealth(), None, pause=pause)
-    families = [metric.name for metric in collector.collect()]
-    assert "celery_tasks" in families
-    assert held == [True, True]
-
-
-def test_a_collection_closed_after_its_first_family_turns_collections_back_on():
-    """A scrape abandoned under the lock (its client gone, a render failure) leaves the
-    cyclic collector on, and the engine lock free."""
-    engine = Engine()
-    engine.ingest([sent("a", "t.add", T0)], T0)
-    collector = EngineCollector(engine, BrokerHealth(), None, pause=FreezingGc().paused)
-    enabled = gc.isenabled()
-    gc.enable()
-    try:
-        families = collector.collect()
-        next(families)
-        assert not gc.isenabled()
-        families.close()
-        assert gc.isenabled()
-        assert not engine.lock.locked()
-    finally:
-        if not enabled:
-            gc.disable()
