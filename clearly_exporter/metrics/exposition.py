@@ -337,10 +337,6 @@ class AgeFamily(ScalarFamily):
 
     placeholder = "%.3f"
 
-    def _template(self, keys: Sequence[Key], openmetrics: bool) -> bytes:
-        """The text in any build: ``_lines`` writes floats as ``repr``, not ``%.3f``."""
-        return self._text(keys)
-
     def __init__(
         self,
         name: str,
@@ -357,6 +353,10 @@ class AgeFamily(ScalarFamily):
     @property
     def spec(self) -> Spec:
         return Spec(False, self.name, self.documentation, self.type, self.labels, at=self.at)
+
+    def _template(self, keys: Sequence[Key], openmetrics: bool) -> bytes:
+        """The text in any build: ``_lines`` writes floats as ``repr``, not ``%.3f``."""
+        return self._text(keys)
 
     def ages(self, starts: Iterable[float | None]) -> list[float]:
         """Finite, never negative: 0 for no start, a start after ``at``, or one that is
