@@ -22,6 +22,7 @@ ENGINE = [
         "inference",
         "records",
         "rules",
+        "slab",
         "states",
         "task_metrics",
         "workers",

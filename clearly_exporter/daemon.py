@@ -65,7 +65,9 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         url, options = connection_config(settings.broker, settings.transport_options)
-        self.engine = Engine(settings.engine, trace_id_hex if settings.tracing else None)
+        self.engine = Engine(
+            settings.engine, trace_id_hex if settings.tracing else None, shared=True
+        )
         self.engine.on_tick(FreezingGc().tick)
         self.tracing = None
         if settings.tracing is not None:

@@ -269,6 +269,9 @@ class EventSource(threading.Thread):
         except (orjson.JSONDecodeError, TypeError):
             self.engine.invalid()
             return
+        if events == []:  # a batch of nothing: no sender makes one
+            self.engine.invalid()
+            return
         try:
             self.engine.ingest(events if isinstance(events, list) else (events,), now)
         except Exception:

@@ -27,8 +27,9 @@ from clearly_exporter.daemon import Daemon, Settings
 from clearly_exporter.engine import Engine
 from clearly_exporter.metrics import bodyfile
 from clearly_exporter.metrics.collector import EngineCollector
-from clearly_exporter.metrics.exposition import ScalarFamily, generate
+from clearly_exporter.metrics.exposition import generate
 from clearly_exporter.metrics.renderer import RenderProcess
+from clearly_exporter.metrics.rows import RowsFamily
 from clearly_exporter.server import HttpServer
 from clearly_exporter.source import BrokerHealth
 from tests.cluster import api_get, publish
@@ -172,8 +173,8 @@ def test_no_api_creates_no_stream_hub(tmp_path: Path):
 
 
 def busy_registry(tasks: int = 600) -> CollectorRegistry:
-    """An engine's families of hundreds of blocks."""
-    engine = Engine()
+    """An engine's families of hundreds of blocks, shared with a render process."""
+    engine = Engine(shared=True)
     for i in range(tasks):
         uuid_, name = f"t{i}", f"app.task{i % 300}"
         for event in (sent(uuid_, T0, name=name, queue=f"q{i % 2}"), received(uuid_, T0)):
@@ -391,8 +392,8 @@ def test_a_render_process_failing_under_a_stream_closes_the_connection(monkeypat
     once, as a warning without a traceback."""
     registry = busy_registry(20)
     renderer = RenderProcess()
-    spec = ScalarFamily.spec.fget
-    monkeypatch.setattr(ScalarFamily, "spec", property(lambda f: spec(f)._replace(labels=("x",))))
+    spec = RowsFamily.spec.fget
+    monkeypatch.setattr(RowsFamily, "spec", property(lambda f: spec(f)._replace(labels=("x",))))
     server = HttpServer("127.0.0.1", 0, registry, lambda: None, renderer=renderer)
     server.start()
     try:

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from celery import Celery
 from celery.events.event import get_exchange
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from kombu import Connection, Producer
 
@@ -111,6 +111,7 @@ def test_named_event_queue_keeps_events_while_the_exporter_is_away(
     | st.just(b'[{"type": "task-received", "uuid": "x"}, 1, "a", {"type": null}]'),
     content_type=st.sampled_from(["application/json", "application/x-python-serialize", None]),
 )
+@example(body=b"[]", content_type="application/json")
 def test_any_body_is_decoded_or_counted_never_raised(body: bytes, content_type: str | None):
     engine = Engine()
     source = EventSource(SourceConfig("memory://", {}), engine, clock=lambda: 1.0)

@@ -110,7 +110,7 @@ class Queries:
         engine = self.engine
         now = self.clock()
         with engine.lock:
-            counts = dict(engine.metrics.tasks)
+            counts = engine.metrics.tasks
             events = sum(engine.events.values())
             stored = engine.tasks_stored
             workers = len(engine.workers)

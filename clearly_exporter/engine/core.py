@@ -109,13 +109,17 @@ class Engine:
     """Celery events in; transitions, metric state and worker liveness out."""
 
     def __init__(
-        self, config: EngineConfig | None = None, trace_of: Callable[[str], str] | None = None
+        self,
+        config: EngineConfig | None = None,
+        trace_of: Callable[[str], str] | None = None,
+        shared: bool = False,
     ) -> None:
-        """``trace_of`` maps a root task id to its trace id, for runtime exemplars."""
+        """``trace_of`` maps a root task id to its trace id, for runtime exemplars;
+        ``shared``: the metric slabs in memory files, for a render process to map."""
         self.config = config or EngineConfig()
         self._trace_of = trace_of
         self.lock = threading.Lock()
-        self.metrics = TaskMetrics(self.config.max_task_names, self.config.default_queue)
+        self.metrics = TaskMetrics(self.config.max_task_names, self.config.default_queue, shared)
         self.workers = WorkerRegistry(
             self.config.max_workers, self.config.worker_timeout, self.config.worker_purge
         )

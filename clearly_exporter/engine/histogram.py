@@ -1,4 +1,4 @@
-"""A plain histogram the engine owns: observed on the hot path, rendered at scrape."""
+"""Histograms the engine owns: observed on the hot path, rendered at scrape."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from bisect import bisect_left
 from typing import Any, NamedTuple
 
 from prometheus_client.samples import Exemplar
+
+from clearly_exporter.engine.slab import Slab
 
 #: Task runtimes and waits span milliseconds to hours. Each bound is a line per series on
 #: every scrape (five or more histogram series per task name and queue), so the bounds
@@ -18,66 +20,72 @@ DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: An exemplar as the engine keeps it: trace id, value, timestamp. A plain tuple, not
 #: prometheus_client's ``Exemplar`` (a dict of labels in a named tuple): a scrape pickles
-#: every exemplar of each changed histogram under the engine lock, and plain tuples pickle
-#: ~4 times as fast, and unpickle in the render process ~2.5 times as fast.
+#: each changed histogram's exemplars to the render process, and plain tuples pickle ~4
+#: times as fast, and unpickle there ~2.5 times as fast.
 TraceExemplar = tuple[str, float, "float | None"]
-#: A histogram as a scrape renders it: per-bucket counts, the sum, per-bucket exemplars
-#: (None without). A plain tuple: made under the engine lock for each changed histogram
-#: and pickled to the render process, both several times as fast as an object. Typed
-#: as any tuple so that mypyc keeps it one object: unchanged is told by identity.
+#: A histogram's values as one read: per-bucket counts, the sum, per-bucket exemplars
+#: (None without).
 Frozen = tuple[Any, ...]
-#: A table's place for a histogram about to be frozen.
-EMPTY: Frozen = ([], 0.0, None)
 
 
 class Histogram:
     """Per-bucket (not cumulative) counts and a sum; bucket ``i`` holds v <= bounds[i].
 
-    ``freeze`` hands out one read-only copy of its values until the next observation, so a
-    scrape copies only the histograms that changed, and a renderer knows a series is
-    unchanged when it gets the same copy as last time.
+    The values live in a row of cells (``slab``): the counts, then the sum, written in
+    place, so a scrape reads them where they are. Without a slab, in a row of its own.
     """
 
-    __slots__ = ("_frozen", "bounds", "counts", "exemplars", "position", "total")
+    __slots__ = ("bounds", "q", "d", "base", "exemplars", "position", "marked")
 
-    def __init__(self, bounds: tuple[float, ...], position: int = -1) -> None:
+    def __init__(self, bounds: tuple[float, ...], slab: Slab | None = None, row: int = 0) -> None:
         self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
+        if slab is None:
+            slab, row = Slab(len(bounds) + 2), 0
+            slab.add()
+        segment = slab.segment(row)
+        self.q = segment.q
+        self.d = segment.d
+        #: Its first cell in ``q`` and ``d``: the counts, then the sum.
+        self.base = slab.cell(row)
+        #: Its place in its ``Histograms``, which renders by position.
+        self.position = row
         #: Per bucket, the last (trace id, value, timestamp) observed in it, if any.
         self.exemplars: list[TraceExemplar | None] | None = None
-        #: Its place in its ``Histograms``, which renders by position.
-        self.position = position
-        self._frozen: Frozen | None = None
+        #: Its exemplars changed since its family's last ``take``.
+        self.marked = False
 
     def observe(self, value: float, trace: str | None = None, at: float | None = None) -> bool:
-        """Count ``value``; True if it is the first change since the last ``freeze``."""
+        """Count ``value``; True if it brings the first exemplar since the last ``take``."""
         i = bisect_left(self.bounds, value)
-        self.counts[i] += 1
-        self.total += value
-        frozen = self._frozen is not None
-        self._frozen = None
-        if trace is not None:
-            if self.exemplars is None:
-                self.exemplars = [None] * len(self.counts)
-            self.exemplars[i] = (trace, value, at)
-        return frozen
+        base = self.base
+        self.q[base + i] += 1
+        self.d[base + len(self.bounds) + 1] += value
+        if trace is None:
+            return False
+        exemplars = self.exemplars
+        if exemplars is None:
+            exemplars = self.exemplars = [None] * (len(self.bounds) + 1)
+        exemplars[i] = (trace, value, at)
+        if self.marked:
+            return False
+        self.marked = True
+        return True
+
+    @property
+    def counts(self) -> list[int]:
+        base = self.base
+        counts: list[int] = self.q[base : base + len(self.bounds) + 1].tolist()
+        return counts
+
+    @property
+    def total(self) -> float:
+        total: float = self.d[self.base + len(self.bounds) + 1]
+        return total
 
     def freeze(self) -> Frozen:
-        """Its values as a read-only copy, the same tuple until the next observation."""
-        frozen = self._frozen
-        if frozen is None:
-            exemplars = self.exemplars
-            # ``tuple()`` makes it one object: mypyc keeps a tuple display unboxed and
-            # boxes it anew wherever it goes.
-            frozen = self._frozen = tuple(
-                (
-                    self.counts.copy(),
-                    self.total,
-                    None if exemplars is None else exemplars.copy(),
-                )
-            )
-        return frozen
+        """Its values as a copy."""
+        exemplars = self.exemplars
+        return (self.counts, self.total, None if exemplars is None else exemplars.copy())
 
 
 def cumulative(bounds: tuple[float, ...], frozen: Frozen) -> list[tuple]:
@@ -99,33 +107,37 @@ def cumulative(bounds: tuple[float, ...], frozen: Frozen) -> list[tuple]:
 
 
 class Table(NamedTuple):
-    """A family's histograms as a scrape takes them: keys and frozen values by position,
-    the positions that changed since the table before, and which table this is."""
+    """A family's histograms as a scrape takes them: their keys and rows by position, every
+    one's exemplars (None: none yet), the positions whose exemplars changed since the
+    table before, and which table this is."""
 
     keys: list[tuple]
-    values: list[Frozen]
+    slab: Slab
+    exemplars: list[list[TraceExemplar | None] | None]
     changed: list[int]
     generation: int
 
 
 class Histograms(dict):
-    """A family's histograms by labels, and the tables of them scrapes take.
+    """A family's histograms by labels, each a row of its ``slab``, in the order they came.
 
-    Only the histograms observed since the table before are frozen again, and the table
-    says which: under a steady load about a tenth change between two scrapes, and copying
-    all 20,000 walked memory out of cache under the engine lock (~17 ms a scrape).
-    Histograms are only ever added, so positions stay.
+    Histograms are only ever added, so positions stay. Exemplars are Python objects, not
+    cells: a table copies those changed since the table before (with tracing, about a
+    tenth of the histograms between two scrapes).
     """
 
-    __slots__ = ("_changed", "_values", "bounds", "generation")
+    __slots__ = ("_exemplars", "_marked", "bounds", "generation", "order", "slab")
 
-    def __init__(self, bounds: tuple[float, ...]) -> None:
+    def __init__(self, bounds: tuple[float, ...], shared: bool = False) -> None:
         super().__init__()
         self.bounds = bounds
-        #: Every histogram's frozen values as last taken, by position.
-        self._values: list[Frozen] = []
-        #: Those changed since the last table, new ones included; each once.
-        self._changed: list[Histogram] = []
+        self.slab = Slab(len(bounds) + 2, shared)
+        #: The keys by position.
+        self.order: list[tuple] = []
+        #: Every histogram's exemplars as last taken, by position.
+        self._exemplars: list[list[TraceExemplar | None] | None] = []
+        #: Those whose exemplars changed since the last table; each once.
+        self._marked: list[Histogram] = []
         self.generation = 0
 
     def observe(
@@ -133,19 +145,21 @@ class Histograms(dict):
     ) -> None:
         hist = self.get(key)
         if hist is None:
-            hist = self[key] = Histogram(self.bounds, len(self))
-            self._changed.append(hist)
+            hist = self[key] = Histogram(self.bounds, self.slab, self.slab.add())
+            self.order.append(key)
+            self._exemplars.append(None)
         if hist.observe(value, trace, at):
-            self._changed.append(hist)
+            self._marked.append(hist)
 
     def table(self) -> Table:
-        """Every histogram's frozen values, in their order, and which changed."""
-        values = self._values
-        values.extend([EMPTY] * (len(self) - len(values)))
+        """The keys and rows, every exemplar as it is now, and which changed."""
+        exemplars = self._exemplars
         changed = []
-        for hist in self._changed:
-            values[hist.position] = hist.freeze()
+        for hist in self._marked:
+            hist.marked = False
+            if hist.exemplars is not None:
+                exemplars[hist.position] = hist.exemplars.copy()
             changed.append(hist.position)
-        self._changed.clear()
+        self._marked.clear()
         self.generation += 1
-        return Table(list(self), values.copy(), changed, self.generation)
+        return Table(self.order.copy(), self.slab, exemplars.copy(), changed, self.generation)

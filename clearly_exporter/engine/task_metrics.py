@@ -1,14 +1,14 @@
 """Task metric state: counters, histograms and in-progress sets, keyed by labels.
 
-Aggregated here rather than in prometheus_client so the hot path is a dict update;
-the collector renders a snapshot at scrape time.
+Aggregated here rather than in prometheus_client so the hot path is a cell update; the
+large families' values live in slabs (``slab``), which a scrape reads where they are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histograms, Table
 from clearly_exporter.engine.records import (
@@ -19,6 +19,7 @@ from clearly_exporter.engine.records import (
     Attempt,
     Transition,
 )
+from clearly_exporter.engine.slab import Slab
 from clearly_exporter.engine.states import FAILURE, IN_PROGRESS, SUCCESS
 
 #: A task's labels: (name, queue), held once and shared by every task that has them.
@@ -31,6 +32,8 @@ StateKey = tuple[str, ...]
 TraceOf = Callable[[str], str]
 
 OTHER = "other"
+#: An in-progress series' oldest time when it has no task.
+NAN = float("nan")
 UNKNOWN = "unknown"
 
 
@@ -41,28 +44,39 @@ def exception_class(exception: str | None) -> str:
     return exception.split("(", 1)[0].strip()[:200] or UNKNOWN
 
 
-class InProgress(NamedTuple):
-    """The in-progress series by position: each one's tasks, and since when the oldest of
-    them is there (None when it has none)."""
+class Rows(NamedTuple):
+    """A family's series as a scrape takes them: their keys, and their rows by position."""
 
     keys: list[StateKey]
-    counts: list[int]
-    since: list[float | None]
+    slab: Slab
+
+
+class InProgress(NamedTuple):
+    """The in-progress series by position: each one's tasks (``counts``), and since when
+    the oldest of them is there (``since``, NaN when it has none)."""
+
+    keys: list[StateKey]
+    counts: Slab
+    since: Slab
 
 
 class Bucket:
-    """One in-progress series: its tasks since when, oldest first, its place in the
-    snapshot's lists, and whether it changed since the last snapshot."""
+    """One in-progress series: its tasks since when, oldest first, where its count and
+    oldest time go in the in-progress slabs, and whether it changed since the last
+    snapshot."""
 
-    __slots__ = ("tasks", "position", "dirty")
+    __slots__ = ("tasks", "counts", "since", "cell", "dirty")
 
-    def __init__(self, position: int) -> None:
+    def __init__(self, counts: Slab, since: Slab) -> None:
         #: Plain dicts keep insertion order, and are quicker than ``OrderedDict`` both to
-        #: update and to ask for their first key. The times as ``Any``: compiled, a
-        #: scrape then hands on the float objects stored, not new ones (a renderer tells
-        #: unchanged by identity).
-        self.tasks: dict[str, Any] = {}
-        self.position = position
+        #: update and to ask for their first key.
+        self.tasks: dict[str, float] = {}
+        row = counts.add()
+        since.add()
+        #: Its cells, held here: a scrape writes those of every bucket that changed.
+        self.counts = counts.segment(row).q
+        self.since = since.segment(row).d
+        self.cell = counts.cell(row)
         self.dirty = False
 
 
@@ -70,7 +84,7 @@ class Bucket:
 class TaskMetricsSnapshot:
     """A consistent copy for one scrape."""
 
-    tasks: dict[StateKey, int]
+    tasks: Rows
     failures: dict[StateKey, int]
     runtime: Table
     queue_wait: Table
@@ -81,24 +95,34 @@ class TaskMetricsSnapshot:
 class TaskMetrics:
     """Owner of every task metric; fed transitions and attempts of labelled tasks."""
 
-    def __init__(self, max_names: int, default_queue: str) -> None:
+    def __init__(self, max_names: int, default_queue: str, shared: bool = False) -> None:
+        """``shared``: the slabs in memory files, for a render process to map."""
         self.max_names = max_names
         self.default_queue = default_queue
         self._names: set[str] = set()
-        self.tasks: dict[StateKey, int] = {}
+        #: ``celery_tasks``: each series' row in ``_counted``, in the order they came.
+        self._rows: dict[StateKey, int] = {}
+        self._keys: list[StateKey] = []
+        self._counted = Slab(1, shared)
         self.failures: dict[StateKey, int] = {}
-        self.runtime = Histograms(DURATION_BUCKETS)
-        self.queue_wait = Histograms(DURATION_BUCKETS)
-        self.prefetch_wait = Histograms(DURATION_BUCKETS)
+        self.runtime = Histograms(DURATION_BUCKETS, shared)
+        self.queue_wait = Histograms(DURATION_BUCKETS, shared)
+        self.prefetch_wait = Histograms(DURATION_BUCKETS, shared)
         self._buckets: dict[StateKey, Bucket] = {}
         self._placed: dict[str, StateKey] = {}
-        #: The in-progress series as the last snapshot left them, by position; only the
-        #: buckets changed since (``_changed``) are read again: reading all 16,000 at
-        #: 1,000 names took 7 ms of a quiet scrape's 12 under the engine lock.
+        #: The in-progress series by row: their tasks and oldest times as the last snapshot
+        #: left them; only the buckets changed since (``_changed``) are read again: reading
+        #: all 16,000 at 1,000 names took 7 ms of a quiet scrape's 12 under the engine lock.
         self._series: list[StateKey] = []
-        self._counts: list[int] = []
-        self._since: list[Any] = []
+        self._counts = Slab(1, shared)
+        self._since = Slab(1, shared)
         self._changed: list[Bucket] = []
+
+    @property
+    def tasks(self) -> dict[StateKey, int]:
+        """``celery_tasks`` as a dict: a copy, for queries and tests (rows come in the
+        order of their keys)."""
+        return dict(zip(self._keys, self._counted.column(), strict=True))
 
     def label(self, name: str | None, queue: str | None) -> Key:
         """Fix a task's labels: its name (``other`` past ``max_names``) and queue."""
@@ -112,7 +136,12 @@ class TaskMetrics:
 
     def count(self, key: Key, tr: Transition) -> None:
         state_key = (key[0], key[1], tr.state)
-        self.tasks[state_key] = self.tasks.get(state_key, 0) + 1
+        slab = self._counted
+        row = self._rows.get(state_key)
+        if row is None:
+            row = self._rows[state_key] = slab.add()
+            self._keys.append(state_key)
+        slab.segment(row).q[slab.cell(row)] += 1
         if tr.state == FAILURE:
             fkey = (key[0], key[1], exception_class(tr.attempt.exception))
             self.failures[fkey] = self.failures.get(fkey, 0) + 1
@@ -154,10 +183,8 @@ class TaskMetrics:
         if new is not None:
             bucket = self._buckets.get(new)
             if bucket is None:
-                bucket = self._buckets[new] = Bucket(len(self._series))
+                bucket = self._buckets[new] = Bucket(self._counts, self._since)
                 self._series.append(new)
-                self._counts.append(0)
-                self._since.append(None)
             bucket.tasks[uuid] = now
             if not bucket.dirty:
                 bucket.dirty = True
@@ -179,7 +206,7 @@ class TaskMetrics:
 
     def snapshot(self) -> TaskMetricsSnapshot:
         return TaskMetricsSnapshot(
-            tasks=dict(self.tasks),
+            tasks=Rows(self._keys.copy(), self._counted),
             failures=dict(self.failures),
             runtime=self.runtime.table(),
             queue_wait=self.queue_wait.table(),
@@ -188,13 +215,12 @@ class TaskMetrics:
         )
 
     def _in_progress(self) -> InProgress:
-        """The series' counts and oldest times, brought up to date where they changed;
-        copies, as the engine goes on changing its own."""
-        counts, since = self._counts, self._since
+        """The series' counts and oldest times, brought up to date in their rows where
+        they changed."""
         for bucket in self._changed:
-            tasks = bucket.tasks
-            counts[bucket.position] = len(tasks)
-            since[bucket.position] = tasks[next(iter(tasks))] if tasks else None
+            tasks, cell = bucket.tasks, bucket.cell
+            bucket.counts[cell] = len(tasks)
+            bucket.since[cell] = tasks[next(iter(tasks))] if tasks else NAN
             bucket.dirty = False
         self._changed.clear()
-        return InProgress(self._series.copy(), counts.copy(), since.copy())
+        return InProgress(self._series.copy(), self._counts, self._since)

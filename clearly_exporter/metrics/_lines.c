@@ -5,6 +5,7 @@
  * CLEARLY_EXPORTER_COMPILE=1; without it, exposition.py uses `%`. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 
 /* The longest a value written here can be: a 64-bit int's digits and sign (20), or a
  * float's shortest repr (24, as -1.2345678901234567e-308). */
@@ -239,12 +240,90 @@ done:
     return body;
 }
 
+/* rows(pieces, parts, now, before, width, buckets, sum_text) -> int: the lines of each
+ * histogram row of `now` (bytes: rows of `width` 8-byte cells, `buckets` counts then the
+ * sum) that differs from the same row of `before` (all of them if None), written as
+ * `histogram` writes them (no exemplars) into `parts` at the row's place; the rows
+ * written. The sum goes as a float where |sum| < 1e6, else as what `sum_text(sum)`
+ * gives. A row of a block unchanged costs a memcmp, not a Python call. */
+static PyObject *
+rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "rows(pieces, parts, now, before, width, buckets, sum_text)");
+        return NULL;
+    }
+    PyObject *pieces = args[0], *parts = args[1], *now = args[2], *before = args[3];
+    PyObject *sum_text = args[6];
+    if (!PyList_Check(pieces) || !PyList_Check(parts) || !PyBytes_Check(now)
+        || (before != Py_None && !PyBytes_Check(before))) {
+        PyErr_SetString(PyExc_TypeError, "rows takes lists of pieces and parts, and bytes");
+        return NULL;
+    }
+    Py_ssize_t width = PyLong_AsSsize_t(args[4]);
+    Py_ssize_t buckets = PyLong_AsSsize_t(args[5]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(pieces);
+    Py_ssize_t span = width * 8;
+    if (buckets < 1 || buckets + 1 > width || buckets + 2 > ITEMS_MAX
+        || PyList_GET_SIZE(parts) != n || PyBytes_GET_SIZE(now) != n * span
+        || (before != Py_None && PyBytes_GET_SIZE(before) != n * span)) {
+        PyErr_SetString(PyExc_ValueError, "rows: the sizes do not agree");
+        return NULL;
+    }
+    const char *cur = PyBytes_AS_STRING(now);
+    const char *old = before == Py_None ? NULL : PyBytes_AS_STRING(before);
+    Py_ssize_t written = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *row = cur + i * span;
+        if (old != NULL && memcmp(row, old + i * span, (size_t)span) == 0) {
+            continue;
+        }
+        Item items[ITEMS_MAX];
+        long long total = 0;
+        for (Py_ssize_t b = 0; b < buckets; b++) {
+            long long count;
+            memcpy(&count, row + b * 8, sizeof count);
+            if (__builtin_add_overflow(total, count, &total)) {
+                PyErr_SetString(PyExc_OverflowError, "a count beyond 64 bits");
+                return NULL;
+            }
+            items[b] = (Item){total, NULL};
+        }
+        items[buckets] = (Item){total, NULL};
+        double sum;
+        memcpy(&sum, row + buckets * 8, sizeof sum);
+        PyObject *value = PyFloat_FromDouble(sum);
+        if (value != NULL && !(fabs(sum) < 1e6)) {
+            Py_SETREF(value, PyObject_CallOneArg(sum_text, value));
+        }
+        if (value == NULL) {
+            return NULL;
+        }
+        items[buckets + 1] = (Item){0, value};
+        PyObject *body = join(PyList_GET_ITEM(pieces, i), items, buckets + 2);
+        Py_DECREF(value);
+        if (body == NULL) {
+            return NULL;
+        }
+        PyList_SetItem(parts, i, body);
+        written++;
+    }
+    return PyLong_FromSsize_t(written);
+}
+
 static PyMethodDef methods[] = {
     {"fill", (PyCFunction)(void (*)(void))fill, METH_FASTCALL,
      "fill(pieces, values) -> bytes: the pieces with each value between two, as `%` "
      "writes ints (%d), floats (%a), bytes and ASCII str (%s)."},
     {"histogram", (PyCFunction)(void (*)(void))histogram, METH_FASTCALL,
      "histogram(pieces, counts, total, texts) -> bytes: a histogram series' lines."},
+    {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
+     "rows(pieces, parts, now, before, width, buckets, sum_text) -> int: the lines of "
+     "the histogram rows that changed, into parts."},
     {NULL, NULL, 0, NULL},
 };
 

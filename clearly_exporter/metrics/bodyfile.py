@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import mmap
 import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from typing import BinaryIO
 
 from isal import isal_zlib
+
+from clearly_exporter.engine.slab import memory_file
 
 #: Chunks one ``writev`` takes at most.
 IOV_MAX = os.sysconf("SC_IOV_MAX")
@@ -81,9 +82,7 @@ def body_file() -> BinaryIO:
     Never reused: ``sendfile`` queues the file's pages themselves on the socket, so a
     body written over them would reach a client still reading the one before.
     """
-    if hasattr(os, "memfd_create"):
-        return open(os.memfd_create("clearly-exporter-metrics"), "w+b", buffering=0)
-    return tempfile.TemporaryFile(buffering=0)
+    return memory_file()
 
 
 class BodyFiles:

@@ -28,14 +28,9 @@ from clearly_exporter.engine.histogram import (
     Table,
     cumulative,
 )
-from clearly_exporter.metrics.exposition import (
-    AgeFamily,
-    CachedFamily,
-    Caches,
-    HistogramFamily,
-    ScalarFamily,
-)
+from clearly_exporter.metrics.exposition import CachedFamily, Caches, ScalarFamily
 from clearly_exporter.metrics.queues import Probing, QueueProbe
+from clearly_exporter.metrics.rows import AgeFamily, CountFamily, HistogramFamily, RowsCache
 from clearly_exporter.results import ResultFetcher
 from clearly_exporter.source import BrokerHealth
 from clearly_exporter.traces.tracing import Tracing
@@ -118,22 +113,33 @@ class EngineCollector(Collector):
     def _histogram_family(
         self, name: str, doc: str, labels: tuple[str, ...], table: Table, exemplars: bool = False
     ) -> HistogramFamily:
-        caches = self._rendered.of(name, exemplars)
+        caches = self._rendered.of(name, exemplars, RowsCache)
         family = HistogramFamily(
-            name, doc, labels, table.keys, table.values, caches, DURATION_BUCKETS, exemplars
+            name,
+            doc,
+            labels,
+            table.keys,
+            table.slab,
+            caches,
+            DURATION_BUCKETS,
+            exemplars,
+            table.exemplars,
         )
-        family.changes = (table.generation, table.changed)
+        family.forced = frozenset(table.changed)
+        family.generation = table.generation
         return family
 
     def _tasks(self, snap: Snapshot, now: float) -> Iterator[CachedFamily]:
         t = snap.tasks
         labels = ("name", "queue")
-        yield self._family(
+        yield CountFamily(
             "celery_tasks",
             "Tasks that reached each state.",
             "counter",
             (*labels, "state"),
-            t.tasks,
+            t.tasks.keys,
+            t.tasks.slab,
+            self._rendered.of("celery_tasks", kind=RowsCache),
         )
         yield self._family(
             "celery_task_failures",
@@ -162,14 +168,14 @@ class EngineCollector(Collector):
             t.prefetch_wait,
         )
         in_progress = t.in_progress
-        yield ScalarFamily(
+        yield CountFamily(
             "celery_tasks_in_progress",
             "Tasks now in each in-progress state.",
             "gauge",
             (*labels, "state"),
             in_progress.keys,
             in_progress.counts,
-            self._rendered.of("celery_tasks_in_progress"),
+            self._rendered.of("celery_tasks_in_progress", kind=RowsCache),
         )
         yield AgeFamily(
             "celery_task_oldest_in_progress_age_seconds",
@@ -177,7 +183,7 @@ class EngineCollector(Collector):
             (*labels, "state"),
             in_progress.keys,
             in_progress.since,
-            self._rendered.of("celery_task_oldest_in_progress_age_seconds"),
+            self._rendered.of("celery_task_oldest_in_progress_age_seconds", kind=RowsCache),
             now,
         )
 

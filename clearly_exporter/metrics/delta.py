@@ -1,10 +1,10 @@
 """What changed in the engine's families since the last scrape, and a copy kept from it.
 
 The render process holds a copy of every family's series; each scrape the exporter sends
-it only the difference from what it sent last: series appended, and values changed, by
-position. Under a steady load a few thousand of ~90,000 series change between two
-scrapes, so that is a small fraction of the state. Where the engine marks what changed
-(histograms), the marks are sent; the other families are compared with what was sent.
+it only the difference from what it sent last. For a family of values (failures, the
+workers'): series appended, and values changed, by position. For a family of slab rows
+(``rows``): only the keys appended and, with tracing, the exemplars that changed; it reads
+the values in the slab itself, whose segments it is handed once (``RenderProcess``).
 """
 
 from __future__ import annotations
@@ -13,17 +13,26 @@ from collections.abc import Iterator
 from itertools import compress
 from operator import is_not
 
-from clearly_exporter.metrics.exposition import CachedFamily, Caches, Key, Spec, build
+from clearly_exporter.engine.slab import Slab
+from clearly_exporter.metrics.exposition import CachedFamily, Caches, Key, ScalarFamily, Spec
+from clearly_exporter.metrics.rows import (
+    AgeFamily,
+    CountFamily,
+    Exemplars,
+    HistogramFamily,
+    RowsCache,
+    RowsFamily,
+)
 
 #: A family's change: its spec, whether its series start over (keys no longer a
 #: continuation of the ones sent), keys appended, the positions of values that changed or
-#: are new, and those values. Two lists, not a list of (position, value) pairs: ~25,000
-#: pairs a scrape under load were as many objects made and tracked by the cyclic
-#: collector under the engine lock, pickled, and unpickled again.
+#: are new, and those values (for a histogram of rows: of exemplars). Two lists, not a
+#: list of (position, value) pairs: as many objects made under the engine lock, tracked
+#: by the cyclic collector, pickled, and unpickled again.
 Update = tuple[Spec, bool, list[Key], list[int], list]
-#: Per family name, its keys and values as sent last, and the engine's generation of
-#: them (None if it marks no changes).
-Sent = dict[str, tuple[list[Key], list, int | None]]
+#: Per family name, its keys and values as sent last, and for a histogram of rows the
+#: engine's table they came from (0 for none).
+Sent = dict[str, tuple[list[Key], list, int]]
 #: Series compared at once before looking for the ones that changed, one by one.
 STRIDE = 512
 
@@ -57,29 +66,68 @@ def changes(
 def update(family: CachedFamily, sent: Sent) -> Update:
     """The family's change since ``sent``, which then holds the family as it is now.
 
-    With the engine's marks of the generation after the one sent, only the positions
-    marked are sent (the engine only appends series, and marks new ones too); without,
-    every series is compared.
+    A family of rows sends the keys appended since (the engine only appends), and its
+    exemplars that changed since the table sent last: all of them the first time, and
+    after a table that was not sent (collected for a scrape rendered in the exporter).
     """
-    spec, keys, values = family.spec, family.keys, family.values
+    spec, keys = family.spec, family.keys
     before = sent.get(spec.name)
-    generation, marked = family.changes or (None, [])
-    if generation is not None and before is not None and before[2] == generation - 1:
-        restart, new, positions = False, keys[len(before[0]) :], marked
-        changed = [values[i] for i in marked]
-    else:
-        restart, new, positions, changed = changes(keys, values, before and before[:2])
-    sent[spec.name] = (keys, values, generation)
+    if isinstance(family, RowsFamily):
+        positions: list[int] = []
+        generation = 0
+        if isinstance(family, HistogramFamily) and family.exemplars:
+            marks, generation = family.marks, family.generation
+            positions = (
+                sorted(family.forced)
+                if before is not None and before[2] == generation - 1
+                else [i for i, mark in enumerate(marks) if mark is not None]
+            )
+        sent[spec.name] = (keys, [], generation)
+        changed = [family.marks[i] for i in positions] if positions else []
+        n = 0 if before is None else len(before[0])
+        return spec, before is None, keys[n:], positions, changed
+    assert isinstance(family, ScalarFamily)
+    values = family.values
+    restart, new, positions, changed = changes(keys, values, before and before[:2])
+    sent[spec.name] = (keys, values, 0)
     return spec, restart, new, positions, changed
 
 
+def build(spec: Spec, caches: Caches, slab: Slab | None = None) -> CachedFamily:
+    """A family made again from its ``spec``, without series, rendering through ``caches``;
+    a family of rows reads ``slab``."""
+    histogram, name, documentation, typ, labels, bounds, exemplars, at, width = spec
+    if not width:
+        return ScalarFamily(name, documentation, typ, labels, [], [], caches.of(name))
+    slab = slab or Slab(width)
+    if histogram:
+        by_format = caches.of(name, exemplars, RowsCache)
+        return HistogramFamily(name, documentation, labels, [], slab, by_format, bounds, exemplars)
+    if at is not None:
+        return AgeFamily(name, documentation, labels, [], slab, caches.of(name, kind=RowsCache), at)
+    return CountFamily(name, documentation, typ, labels, [], slab, caches.of(name, kind=RowsCache))
+
+
 class Series:
-    """The render process's copy of every family's series, and their rendered blocks."""
+    """The render process's copy of every family's series, their slabs and their
+    rendered blocks."""
 
     def __init__(self) -> None:
         self.caches = Caches()
-        #: Per family name, its keys and values.
+        #: Per family of values, its keys and values.
         self._series: dict[str, tuple[list[Key], list]] = {}
+        #: Per family of rows, its keys, its exemplars, and its slab as mapped here.
+        self._rows: dict[str, list[Key]] = {}
+        self._marks: dict[str, Exemplars] = {}
+        self.slabs: dict[str, Slab] = {}
+
+    def attach(self, name: str, width: int, per_segment: int, fds: list[int]) -> None:
+        """Map the family's next segments, which ``fds`` hold (the caller's to close)."""
+        slab = self.slabs.get(name)
+        if slab is None or (slab.width, slab.per_segment) != (width, per_segment):
+            slab = self.slabs[name] = Slab(width, per_segment=per_segment)
+        for fd in fds:
+            slab.attach(fd)
 
     def render(self, updates: list[Update], openmetrics: bool) -> list[bytes]:
         """Apply each family's update, then render the family (unchanged blocks reused)."""
@@ -88,6 +136,11 @@ class Series:
     def families(self, updates: list[Update], openmetrics: bool) -> Iterator[list[bytes]]:
         """``render``, a family at a time: each is applied and rendered as it is asked for."""
         for spec, restart, keys, positions, changed in updates:
+            out: list[bytes] = []
+            if spec.width:
+                self._rows_family(spec, restart, keys, positions, changed).render(out, openmetrics)
+                yield out
+                continue
             old_keys, old = ([], []) if restart else self._series.get(spec.name, ([], []))
             # New lists: the family's cache keeps the ones it rendered, to compare with.
             values = old + [None] * len(keys)
@@ -95,6 +148,31 @@ class Series:
                 values[i] = value
             keys = old_keys + keys if keys else old_keys
             self._series[spec.name] = (keys, values)
-            out: list[bytes] = []
-            build(spec, self.caches).render_series(out, openmetrics, keys, values)
+            family = build(spec, self.caches)
+            assert isinstance(family, ScalarFamily)
+            family.render_series(out, openmetrics, keys, values)
             yield out
+
+    def _rows_family(
+        self, spec: Spec, restart: bool, keys: list[Key], positions: list[int], changed: list
+    ) -> RowsFamily:
+        name = spec.name
+        slab = self.slabs.get(name)
+        if slab is None:  # no series yet, so no segment
+            slab = self.slabs[name] = Slab(spec.width)
+        old = [] if restart else self._rows.get(name, [])
+        keys = old + keys if keys else old
+        marks = [] if restart else self._marks.get(name, [])
+        marks.extend([None] * (len(keys) - len(marks)))
+        for i, mark in zip(positions, changed, strict=True):
+            marks[i] = mark
+        self._rows[name], self._marks[name] = keys, marks
+        if len(keys) > slab.rows:
+            raise ValueError(f"{name} has {len(keys)} series, its segments {slab.rows} rows")
+        family = build(spec, self.caches, slab)
+        assert isinstance(family, RowsFamily)
+        family.keys = keys
+        family.forced = frozenset(positions)
+        if isinstance(family, HistogramFamily):
+            family.marks = marks
+        return family

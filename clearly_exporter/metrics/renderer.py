@@ -47,6 +47,7 @@ from clearly_exporter.metrics.exposition import (
     Collected,
     generate_chunks,
 )
+from clearly_exporter.metrics.rows import RowsFamily
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,11 @@ STREAM = 1
 STREAM_GZIP = 2
 #: The payload is the end of the streamed body: the reply is the bytes spilled.
 TAIL = 3
+#: Segments of a family's slab (descriptors: the segments), for the process to map: the
+#: payload is (family name, cells a row, rows a segment).
+SEGMENTS = 4
+#: Descriptors a request may bring: a segment each, the payload's file.
+MAX_FDS = 33
 #: How long a render may take before its process is given up on: Prometheus's default
 #: scrape timeout, after which nobody waits for the answer.
 RENDER_TIMEOUT = 10.0
@@ -100,8 +106,10 @@ class RenderProcess:
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._socket: socket.socket | None = None
-        #: Per family, the keys and values the process holds, and the engine's generation.
+        #: Per family, the keys and values the process holds.
         self._sent: Sent = {}
+        #: Per family of rows, how many of its slab's segments the process has mapped.
+        self._mapped: dict[str, int] = {}
         self.failures = 0
         self._stopped = False
         #: The scrape under way gave the process the client's socket: from then on, a
@@ -149,6 +157,7 @@ class RenderProcess:
         ours.settimeout(RENDER_TIMEOUT)
         self._socket = ours
         self._sent.clear()
+        self._mapped.clear()
 
     def _failed(self, why: object) -> None:
         self._end(0.0)
@@ -273,6 +282,7 @@ class RenderProcess:
         families collected after them, which the process does not render."""
         payload = _Payload(openmetrics)
         rest: list[Metric] = []
+        segments: list[tuple[tuple[str, int, int], list[int]]] = []
         sent = False
         collected = registry.collect()
         try:
@@ -284,21 +294,50 @@ class RenderProcess:
                     # consumer waits rather than taking turns at the GIL with this for
                     # twice as long.
                     payload.add(update(metric, self._sent))
+                    if isinstance(metric, RowsFamily):
+                        segments.extend(self._unmapped(metric))
                     if metric.final:
-                        self._send(kind, payload.done(), fds)
+                        self._request(kind, payload.done(), fds, segments)
                         sent = True
                     continue
                 if not sent:
-                    self._send(kind, payload.done(), fds)
+                    self._request(kind, payload.done(), fds, segments)
                     sent = True
                 rest.append(metric)
             if not sent:
-                self._send(kind, payload.done(), fds)
+                self._request(kind, payload.done(), fds, segments)
         finally:
             close = getattr(collected, "close", None)
             if close is not None:
                 close()
         return rest
+
+    def _unmapped(self, family: RowsFamily) -> list[tuple[tuple[str, int, int], list[int]]]:
+        """The family's segments the process has not mapped yet, at most ``MAX_FDS - 1``
+        to a request: ((name, cells a row, rows a segment), descriptors)."""
+        name, slab = family.name, family.slab
+        mapped = self._mapped.get(name, 0)
+        files = [segment.file for segment in slab.segments[mapped:]]
+        fds = [file.fileno() for file in files if file is not None]
+        if len(fds) < len(files):
+            raise RenderError(f"{name} is not in shared memory")
+        self._mapped[name] = len(slab.segments)
+        step, shape = MAX_FDS - 1, (name, slab.width, slab.per_segment)
+        return [(shape, fds[i : i + step]) for i in range(0, len(fds), step)]
+
+    def _request(
+        self,
+        kind: int,
+        payload: bytes,
+        fds: list[int],
+        segments: list[tuple[tuple[str, int, int], list[int]]],
+    ) -> None:
+        """The ``kind`` request, after the segments its families read (each mapped before
+        the request is read: one answer each)."""
+        for shape, held in segments:
+            self._send(SEGMENTS, pickle.dumps(shape), held)
+            self._receive()
+        self._send(kind, payload, fds)
 
     def _send(self, kind: int, payload: bytes, fds: list[int]) -> None:
         assert self._socket is not None
@@ -395,6 +434,10 @@ class _Server:
                 self._failure = repr(exc)
             return None
         payload = os.pread(request, length, 0) if length else b""
+        if kind == SEGMENTS:
+            name, width, per_segment = pickle.loads(payload)
+            self.series.attach(name, width, per_segment, fds)
+            return DONE, 0
         if kind == FILE:
             openmetrics, updates = _load(payload)
             return DONE, write_all(fds[0], self.series.render(updates, openmetrics))
@@ -424,7 +467,7 @@ def serve(sock: socket.socket) -> None:
     gc.disable()
     try:
         while True:
-            header, fds, _, _ = socket.recv_fds(sock, REQUEST.size, 3)
+            header, fds, _, _ = socket.recv_fds(sock, REQUEST.size, MAX_FDS)
             if not header:
                 return
             header += _read(sock, REQUEST.size - len(header))

@@ -1,5 +1,6 @@
 """The engine as a whole: bounds, eviction, bad input and the snapshot it renders."""
 
+import math
 import random
 
 import pytest
@@ -102,12 +103,16 @@ def test_event_lag_uses_receive_time_minus_event_time_clamped_at_zero():
     assert engine.event_lag.total == pytest.approx(0.2)
 
 
-def test_snapshot_is_a_copy():
+def test_a_snapshot_keeps_its_series_and_reads_their_values_where_they_are():
+    """A scrape renders the series it took, from the slab the engine writes in place:
+    nothing is copied under the lock but the keys."""
     engine = feed([received("a", T0)])
     snap = engine.snapshot(T0)
     engine.handle(received("b", T0), T0)
-    assert snap.tasks.tasks == {("app.add", "celery", "RECEIVED"): 1}
-    assert counts(engine) == {"RECEIVED": 2}
+    engine.handle(received("c", T0, name="app.mul"), T0)
+    assert snap.tasks.tasks.keys == [("app.add", "celery", "RECEIVED")]
+    assert snap.tasks.tasks.slab.column() == [2, 1], "the values as they are now"
+    assert counts(engine) == {"RECEIVED": 3}
 
 
 def test_queues_seen_in_events_are_remembered_for_depth_probes():
@@ -168,13 +173,23 @@ def test_tasks_of_one_type_and_queue_share_one_labels_key():
     assert engine.task("b").key is key and engine.task("c").key is key
 
 
-def test_a_snapshot_hands_on_the_in_progress_times_as_stored():
-    """The render process tells an unchanged series by identity: a time taken twice is the
-    same object (compiled, a float read from where it is stored would be a new one)."""
-    engine = feed([received("a", T0), received("b", T0 + 1, name="app.mul")])
-    first = engine.metrics.snapshot().in_progress.since
-    second = engine.metrics.snapshot().in_progress.since
-    assert len(first) == 2 and all(a is b for a, b in zip(first, second, strict=True))
+def test_a_snapshot_writes_each_in_progress_series_count_and_oldest_time_in_its_row():
+    engine = Engine()
+    for event, now in [
+        (received("a", T0), T0),
+        (received("b", T0 + 1, name="app.mul"), T0 + 1),
+        (received("c", T0 + 2), T0 + 2),
+    ]:
+        engine.handle(event, now)
+    placed = engine.metrics.snapshot().in_progress
+    assert placed.keys == [("app.add", "celery", "RECEIVED"), ("app.mul", "celery", "RECEIVED")]
+    assert placed.counts.column() == [2, 1]
+    assert placed.since.column("d") == [T0, T0 + 1], "the oldest task's receive time"
+    engine.handle(started("a", T0 + 3), T0 + 3)
+    engine.handle(started("c", T0 + 3), T0 + 3)
+    placed = engine.metrics.snapshot().in_progress
+    assert placed.counts.column()[0] == 0
+    assert math.isnan(placed.since.column("d")[0]), "no task: no time"
 
 
 @pytest.mark.parametrize("seed", range(5))

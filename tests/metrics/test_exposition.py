@@ -15,12 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from prometheus_client.samples import Exemplar
 
 from clearly_exporter.engine import Engine, EngineConfig
+from clearly_exporter.engine.slab import Slab
 from clearly_exporter.metrics import exposition
 from clearly_exporter.metrics.collector import EngineCollector
 from clearly_exporter.metrics.exposition import (
-    AgeFamily,
     CachedFamily,
-    HistogramFamily,
     ScalarFamily,
     SeriesCache,
     exemplar_text,
@@ -28,6 +27,7 @@ from clearly_exporter.metrics.exposition import (
     generate_chunks,
     number,
 )
+from clearly_exporter.metrics.rows import AgeFamily, HistogramFamily, RowsCache
 from clearly_exporter.source import BrokerHealth
 from tests.bundle.helpers import require_tool
 from tests.engine.events import (
@@ -48,10 +48,13 @@ SCRAPE_DURATION = "clearly_exporter_scrape_duration_seconds"
 
 
 class Cluster:
-    """An engine fed events, a registry around it, and a clock the test moves."""
+    """An engine fed events, a registry around it, and a clock the test moves; its slabs
+    shared, as the daemon's, so that a render process can map them."""
 
     def __init__(self, config: EngineConfig | None = None) -> None:
-        self.engine = Engine(config, trace_of=lambda root: root.replace("-", "").ljust(32, "0"))
+        self.engine = Engine(
+            config, trace_of=lambda root: root.replace("-", "").ljust(32, "0"), shared=True
+        )
         self.now = T0
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
@@ -277,12 +280,16 @@ def test_numbers_are_written_as_both_formats_read_them(value, text):
 
 
 def test_ages_are_written_to_the_millisecond_and_never_negative_or_infinite():
-    """None, a start after the time, and a start that is not a time are age 0."""
+    """No start (NaN), a start after the time, and a start that is not a time are age 0."""
     keys = [(k,) for k in "abcdefg"]
     at = 1_700_000_100.25
-    starts = [at - 1 / 3, at - 3600, None, at + 5, float("-inf"), float("nan"), at]
-    caches = (SeriesCache(), SeriesCache())
-    family = AgeFamily("age", "doc", ("k",), keys, starts, caches, at)
+    starts = [at - 1 / 3, at - 3600, float("nan"), at + 5, float("-inf"), float("inf"), at]
+    slab = Slab(1)
+    for start in starts:
+        row = slab.add()
+        slab.segment(row).d[slab.cell(row)] = start
+    caches = (RowsCache(), RowsCache())
+    family = AgeFamily("age", "doc", ("k",), keys, slab, caches, at)
     out: list[bytes] = []
     family.render(out, False)
     ages = [line.rsplit(b" ", 1)[1] for line in b"".join(out[1:]).splitlines()]
@@ -295,7 +302,7 @@ def test_a_failed_render_lets_go_of_the_engine_lock(monkeypatch):
     raises must not leave it held (the consumer would stop)."""
     cluster = busy_cluster()
 
-    def broken(self, block, values, before, openmetrics):
+    def broken(self, *args):
         raise RuntimeError("render bug")
 
     monkeypatch.setattr(ScalarFamily, "_fill", broken)

@@ -13,17 +13,17 @@ import sys
 import pytest
 from prometheus_client.core import GaugeMetricFamily
 
+from clearly_exporter.engine import slab as slab_module
 from clearly_exporter.metrics import renderer as renderer_module
 from clearly_exporter.metrics.bodyfile import body_file
 from clearly_exporter.metrics.exposition import (
-    CachedFamily,
     Caches,
-    HistogramFamily,
     ScalarFamily,
     generate,
     generate_chunks,
 )
-from clearly_exporter.metrics.renderer import NICENESS, RenderError, RenderProcess
+from clearly_exporter.metrics.renderer import NICENESS, SEGMENTS, RenderError, RenderProcess
+from clearly_exporter.metrics.rows import RowsFamily
 from tests.engine.events import worker_event
 from tests.metrics.test_chunked import dechunk, received
 from tests.metrics.test_exposition import OPENMETRICS, SCRAPE_DURATION, Cluster, busy_cluster
@@ -179,28 +179,45 @@ def test_the_request_goes_before_the_engine_lock_is_released(renderer, monkeypat
 
     monkeypatch.setattr(renderer, "_send", spy)
     assert lines(scrape(renderer, cluster, "")) == lines(generate(cluster.registry, "")[0])
-    assert held == [True]
+    assert len(held) > 1 and all(held), "the segments, then the request"
 
 
-def test_back_to_back_scrapes_send_histograms_by_the_engines_marks(renderer, compared):
-    """Nothing rendered between two scrapes: the histograms go by what the engine marked,
-    compared with nothing, and the process renders what a twin engine's state renders."""
-    cluster, twin = busy_cluster(), busy_cluster()
-    scalars = [
-        m
-        for m in cluster.registry.collect()
-        if isinstance(m, CachedFamily) and not isinstance(m, HistogramFamily)
-    ]
-    for n, _ in enumerate(zip(steps(cluster), steps(twin), strict=True)):
-        compared.clear()
-        with body_file() as body:
-            size, _ = renderer.scrape(cluster.registry, "", body.fileno())
-            body.seek(0)
-            ours = body.read(size)
-        if n > 0:
-            assert len(compared) == len(scalars), "histograms by the marks alone"
-        assert lines(ours) == lines(generate(twin.registry, "")[0])
-    assert renderer.failures == 0
+def test_each_segment_is_handed_over_once_and_again_to_a_new_process(renderer, clock, monkeypatch):
+    """Segments of 512 rows: series past them make new ones, which the process maps at the
+    next scrape; a new process maps them all. It renders what this process renders."""
+    monkeypatch.setattr(slab_module, "SEGMENT_BYTES", 4096)
+    cluster = busy_cluster()
+    handed: list[int] = []
+    send = renderer._send
+
+    def spy(kind: int, payload: bytes, fds: list[int]) -> None:
+        if kind == SEGMENTS:
+            handed.append(len(fds))
+        send(kind, payload, fds)
+
+    monkeypatch.setattr(renderer, "_send", spy)
+
+    def segments() -> int:
+        families = [m for m in cluster.registry.collect() if isinstance(m, RowsFamily)]
+        return sum(len(family.slab.segments) for family in families)
+
+    def scraped() -> list[int]:
+        handed.clear()
+        assert lines(scrape(renderer, cluster, "")) == lines(generate(cluster.registry, "")[0])
+        return handed.copy()
+
+    assert sum(scraped()) == segments()
+    assert scraped() == [], "mapped already"
+    before = segments()
+    for i in range(130):  # 520 more celery_tasks series: a second segment
+        cluster.task(f"n{i}", name=f"app.t{i}")
+    assert sum(scraped()) == segments() - before > 0
+    os.kill(renderer.pid, signal.SIGKILL)
+    wait_for(lambda: dead(renderer.pid), 10, "it died")
+    scraped()  # rendered here
+    clock.now += renderer_module.RETRY_AFTER
+    assert sum(scraped()) == segments(), "all again to the new process"
+    assert renderer.failures == 1
 
 
 def test_a_dead_render_process_is_replaced_and_no_scrape_is_lost(renderer, clock):
