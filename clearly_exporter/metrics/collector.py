@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from operator import attrgetter
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -189,7 +190,9 @@ class EngineCollector(Collector):
 
     def _workers(self, snap: Snapshot) -> Iterator[CachedFamily]:
         up, beat, active, processed, load, interval, info = ({} for _ in range(7))
-        for w in snap.workers:
+        # By name: the registry keeps them least recently seen first, an order every
+        # heartbeat changes, and a family whose keys move is sent and rendered anew.
+        for w in sorted(snap.workers, key=attrgetter("hostname")):
             host = (w.hostname,)
             up[host] = 1 if w.up else 0
             if w.last_heartbeat is not None:

@@ -87,3 +87,19 @@ def test_oldest_in_progress_age_is_measured_on_the_receive_clock():
     samples = parse_metrics(render(engine, now=T0 + 42)[0])
     age = select(samples, "celery_task_oldest_in_progress_age_seconds", state="RECEIVED")
     assert list(age.values()) == [42.0]
+
+
+def test_worker_series_keep_their_order_whatever_order_the_workers_beat_in():
+    """A family whose keys move is sent to the render process and rendered anew."""
+    engine = Engine()
+    collector = EngineCollector(engine, BrokerHealth(), None, clock=lambda: T0 + 10)
+
+    def worker_keys() -> list:
+        families = {m.name: m for m in collector.collect()}  # all: it holds the lock
+        return families["celery_worker_up"].keys
+
+    for name in ("celery@b", "celery@a", "celery@c"):
+        engine.handle(worker_event("worker-heartbeat", name, T0), T0)
+    first = worker_keys()
+    engine.handle(worker_event("worker-heartbeat", "celery@a", T0 + 2), T0 + 2)
+    assert first == worker_keys() == [("celery@a",), ("celery@b",), ("celery@c",)]
