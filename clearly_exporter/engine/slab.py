@@ -7,10 +7,10 @@ memory the render process maps too, the engine's hot path writes each value in p
 and a scrape copies nothing: the render process reads the rows as they are.
 
 A slab is rows of ``width`` 8-byte cells (signed counts, or floats where a family says
-so), appended and never moved, in segments of ``SEGMENT_BYTES``: each segment is a
-memory file (``memfd``) the render process maps once. A reader may see a row while the
-consumer writes it: each cell is written whole, and a series read between two of its
-updates is shown as it was a moment later on the next scrape.
+so), appended and never moved, in segments of ``SEGMENT_BYTES``: where shared, each
+segment is a memory file (``memfd``) the render process maps once. A reader may see a
+row while the consumer writes it: each cell is written whole, and a series read between
+two of its updates is shown as it was a moment later on the next scrape.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import BinaryIO
 #: A segment's size: a few for the largest family at 1,000 task names.
 SEGMENT_BYTES = 1 << 20
 #: Rows per segment are a multiple of this, so that a family's blocks of rows (512 or 32
-#: series, see ``metrics.exposition``) never straddle two segments.
+#: series, see ``metrics.rows``) never straddle two segments.
 ROW_ALIGN = 512
 CELL = 8
 

@@ -1,6 +1,6 @@
 """The engine's large families rendered from their slabs: rows of cells read in place.
 
-``celery_tasks``, the in-progress gauges and the three task histograms are ~90% of a
+``celery_tasks``, the in-progress gauges and the three task histograms are 98 % of a
 scrape at 1,000 task names. Their values live in slabs (``engine.slab``) that the render
 process maps, so a scrape sends it only the keys added since the last one (and, with
 tracing, the exemplars that changed). A block of rows whose cells are byte for byte as
