@@ -119,6 +119,8 @@ class Series:
         #: Per family of rows, its keys, its exemplars, and its slab as mapped here.
         self._rows: dict[str, list[Key]] = {}
         self._marks: dict[str, Exemplars] = {}
+        #: Positions whose exemplars came since the last OpenMetrics scrape.
+        self._unshown: dict[str, set[int]] = {}
         self.slabs: dict[str, Slab] = {}
 
     def attach(self, name: str, width: int, per_segment: int, fds: list[int]) -> None:
@@ -138,7 +140,8 @@ class Series:
         for spec, restart, keys, positions, changed in updates:
             out: list[bytes] = []
             if spec.width:
-                self._rows_family(spec, restart, keys, positions, changed).render(out, openmetrics)
+                family = self._rows_family(spec, restart, keys, positions, changed, openmetrics)
+                family.render(out, openmetrics)
                 yield out
                 continue
             old_keys, old = ([], []) if restart else self._series.get(spec.name, ([], []))
@@ -154,8 +157,21 @@ class Series:
             yield out
 
     def _rows_family(
-        self, spec: Spec, restart: bool, keys: list[Key], positions: list[int], changed: list
+        self,
+        spec: Spec,
+        restart: bool,
+        keys: list[Key],
+        positions: list[int],
+        changed: list,
+        openmetrics: bool,
     ) -> RowsFamily:
+        """The family with its update applied, to render in the format asked for.
+
+        Exemplars are shown in OpenMetrics only, and a row's exemplar may come a scrape
+        after the cells it goes with were read (the process reads them as the consumer
+        writes them): the rows of every exemplar that came since the last OpenMetrics
+        scrape are rendered again at the next one, their cells changed or not.
+        """
         name = spec.name
         slab = self.slabs.get(name)
         if slab is None:  # no series yet, so no segment
@@ -163,16 +179,19 @@ class Series:
         old = [] if restart else self._rows.get(name, [])
         keys = old + keys if keys else old
         marks = [] if restart else self._marks.get(name, [])
+        unshown = set() if restart else self._unshown.get(name, set())
+        unshown.update(positions)
         marks.extend([None] * (len(keys) - len(marks)))
         for i, mark in zip(positions, changed, strict=True):
             marks[i] = mark
         self._rows[name], self._marks[name] = keys, marks
+        self._unshown[name] = set() if openmetrics else unshown
         if len(keys) > slab.rows:
             raise ValueError(f"{name} has {len(keys)} series, its segments {slab.rows} rows")
         family = build(spec, self.caches, slab)
         assert isinstance(family, RowsFamily)
         family.keys = keys
-        family.forced = frozenset(positions)
+        family.forced = frozenset(unshown if openmetrics else ())
         if isinstance(family, HistogramFamily):
             family.marks = marks
         return family

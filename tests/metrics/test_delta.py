@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from clearly_exporter.engine.histogram import DURATION_BUCKETS
 from clearly_exporter.metrics import delta
 from clearly_exporter.metrics.delta import Series, changes, update
 from clearly_exporter.metrics.exposition import CachedFamily, generate
@@ -129,3 +130,24 @@ def test_a_family_with_more_series_than_its_segments_hold_is_refused():
     ]
     with pytest.raises(ValueError, match="segments"):
         Series().render([update(family, {})], False)
+
+
+def test_an_exemplar_sent_with_a_text_scrape_shows_at_the_next_openmetrics_one():
+    """It may come a scrape after its cells were read: the row is rendered again in
+    OpenMetrics, its cells changed or not."""
+    cluster = busy_cluster()
+    series, sent, mapped = Series(), {}, {}
+
+    def runtime(openmetrics: bool, late: list | None = None) -> bytes:
+        (family,) = [m for m in cluster.registry.collect() if m.name.endswith("runtime_seconds")]
+        spec, restart, keys, positions, changed = update(family, sent)
+        hand_over(series, family, mapped)
+        if late is not None:
+            positions, changed = [0], [late]
+        return b"".join(series.render([(spec, restart, keys, positions, changed)], openmetrics))
+
+    runtime(True)
+    late = [("f" * 32, 0.07, 5.0)] * (len(DURATION_BUCKETS) + 1)
+    assert b"f" * 32 not in runtime(False, late), "text shows no exemplar"
+    assert b'trace_id="' + b"f" * 32 + b'"} 0.07 5.0' in runtime(True)
+    assert b"f" * 32 in runtime(True), "kept once shown"
