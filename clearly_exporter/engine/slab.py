@@ -72,16 +72,21 @@ class Slab:
         self.segments: list[Segment] = []
         self.rows = 0
 
-    def add(self) -> int:
-        """A new row, all zero: its position."""
-        row = self.rows
-        if row // self.per_segment == len(self.segments):
+    def reserve(self) -> None:
+        """Room for one more row: a new segment if the last is full (``OSError`` if the
+        memory cannot be had, the slab as it was)."""
+        if self.rows // self.per_segment == len(self.segments):
             size = self.per_segment * self.width * CELL
             if self.shared:
                 file = memory_file(size)
                 self.segments.append(Segment(mmap.mmap(file.fileno(), size), file))
             else:
                 self.segments.append(Segment(mmap.mmap(-1, size)))
+
+    def add(self) -> int:
+        """A new row, all zero: its position."""
+        self.reserve()
+        row = self.rows
         self.rows = row + 1
         return row
 

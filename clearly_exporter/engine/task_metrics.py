@@ -71,6 +71,9 @@ class Bucket:
         #: Plain dicts keep insertion order, and are quicker than ``OrderedDict`` both to
         #: update and to ask for their first key.
         self.tasks: dict[str, float] = {}
+        # Room in both first: the two slabs' rows stay in step if either cannot grow.
+        counts.reserve()
+        since.reserve()
         row = counts.add()
         since.add()
         #: Its cells, held here: a scrape writes those of every bucket that changed.
@@ -176,15 +179,18 @@ class TaskMetrics:
         new = (key[0], key[1], state) if state in IN_PROGRESS else None
         if old == new:
             return
+        bucket = None
+        if new is not None:
+            bucket = self._buckets.get(new)
+            if bucket is None:
+                # First: its memory may not be had (OSError), and nothing has changed yet.
+                bucket = self._buckets[new] = Bucket(self._counts, self._since)
+                self._series.append(new)
         if old is not None:
             self._leave(old, uuid)
             if new is None:
                 del self._placed[uuid]
-        if new is not None:
-            bucket = self._buckets.get(new)
-            if bucket is None:
-                bucket = self._buckets[new] = Bucket(self._counts, self._since)
-                self._series.append(new)
+        if bucket is not None and new is not None:
             bucket.tasks[uuid] = now
             if not bucket.dirty:
                 bucket.dirty = True

@@ -262,8 +262,11 @@ rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_ssize_t width = PyLong_AsSsize_t(args[4]);
+    if (width == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
     Py_ssize_t buckets = PyLong_AsSsize_t(args[5]);
-    if (PyErr_Occurred()) {
+    if (buckets == -1 && PyErr_Occurred()) {
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(pieces);
@@ -304,12 +307,16 @@ rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
         items[buckets + 1] = (Item){0, value};
-        PyObject *body = join(PyList_GET_ITEM(pieces, i), items, buckets + 2);
-        Py_DECREF(value);
-        if (body == NULL) {
+        if (PyList_GET_SIZE(pieces) != n || PyList_GET_SIZE(parts) != n) {
+            Py_DECREF(value);
+            PyErr_SetString(PyExc_RuntimeError, "rows: the lists changed under it");
             return NULL;
         }
-        PyList_SetItem(parts, i, body);
+        PyObject *body = join(PyList_GET_ITEM(pieces, i), items, buckets + 2);
+        Py_DECREF(value);
+        if (body == NULL || PyList_SetItem(parts, i, body) < 0) {
+            return NULL;
+        }
         written++;
     }
     return PyLong_FromSsize_t(written);

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import resource
 
 import pytest
 
+from clearly_exporter.engine import Engine
 from clearly_exporter.engine import slab as slab_module
 from clearly_exporter.engine.slab import Slab, rows_per_segment
+from tests.engine.events import T0, in_progress, received, started, succeeded
 
 
 def test_rows_fill_a_segment_then_start_the_next_and_never_move(monkeypatch):
@@ -56,3 +60,33 @@ def test_a_private_slab_has_no_file_to_hand_over():
     slab = Slab(1)
     slab.add()
     assert slab.segments[0].file is None
+
+
+def test_in_progress_series_stay_in_step_when_memory_cannot_be_had(monkeypatch):
+    """A new segment is a memory file: past the open-file limit the event fails (the
+    source counts it invalid), and the series already there, and later ones, stay right."""
+    monkeypatch.setattr(slab_module, "SEGMENT_BYTES", 4096)
+    if Slab(1).per_segment != 512:
+        pytest.skip("this build reads its own segment size")
+    engine = Engine(shared=True)
+    for i in range(512):  # every row of the in-progress slabs' first segments
+        engine.handle(received(f"t{i}", T0, name=f"app.t{i}"), T0)
+    engine.handle(received("late", T0, name="app.t0"), T0 + 1)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    opened = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (opened + 2, hard))  # one segment more
+    try:
+        with pytest.raises(OSError):
+            engine.handle(started("t1", T0 + 2), T0 + 2)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    engine.handle(started("t2", T0 + 3), T0 + 3)
+    engine.handle(started("t3", T0 + 3), T0 + 3)
+    engine.handle(succeeded("t1", T0 + 4), T0 + 4)
+    placed = in_progress(engine, T0 + 5)
+    assert placed[("app.t0", "celery", "RECEIVED")] == (2, T0)
+    assert placed[("app.t1", "celery", "RECEIVED")] == (0, None), "left when it ended"
+    assert placed[("app.t2", "celery", "STARTED")] == (1, T0 + 3)
+    assert placed[("app.t3", "celery", "STARTED")] == (1, T0 + 3)
+    assert placed[("app.t511", "celery", "RECEIVED")] == (1, T0)
+    assert ("app.t1", "celery", "STARTED") not in placed, "made for the failed event: none"
