@@ -211,16 +211,22 @@ class TaskMetrics:
             self._changed.append(bucket)
 
     def snapshot(self) -> TaskMetricsSnapshot:
+        """Every family at once; a scrape takes each as it renders it (``rows``, the
+        tables, ``in_progress``), so that the render process can start on the first."""
         return TaskMetricsSnapshot(
-            tasks=Rows(self._keys.copy(), self._counted),
+            tasks=self.rows(),
             failures=dict(self.failures),
             runtime=self.runtime.table(),
             queue_wait=self.queue_wait.table(),
             prefetch_wait=self.prefetch_wait.table(),
-            in_progress=self._in_progress(),
+            in_progress=self.in_progress(),
         )
 
-    def _in_progress(self) -> InProgress:
+    def rows(self) -> Rows:
+        """``celery_tasks``: its keys as they are, and its slab."""
+        return Rows(self._keys.copy(), self._counted)
+
+    def in_progress(self) -> InProgress:
         """The series' counts and oldest times, brought up to date in their rows where
         they changed."""
         for bucket in self._changed:

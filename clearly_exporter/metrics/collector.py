@@ -29,6 +29,7 @@ from clearly_exporter.engine.histogram import (
     Table,
     cumulative,
 )
+from clearly_exporter.engine.task_metrics import TaskMetrics
 from clearly_exporter.metrics.exposition import CachedFamily, Caches, ScalarFamily
 from clearly_exporter.metrics.queues import Probing, QueueProbe
 from clearly_exporter.metrics.rows import AgeFamily, CountFamily, HistogramFamily, RowsCache
@@ -91,11 +92,11 @@ class EngineCollector(Collector):
         # found then), and the consumer waits on the lock instead of splitting the GIL
         # with the scrape for seconds while a backlog drains.
         with self.engine.lock:
-            snap = self.engine.snapshot(now)
+            snap = self.engine.snapshot(now, tasks=False)
             # Started now, the queue probe's round trips overlap the rendering.
             queues = set(self.watch_queues) | snap.queues
             probing = probe.start(sorted(queues)) if probe else None
-            yield from self._tasks(snap, now)
+            yield from self._tasks(self.engine.metrics, now)
             yield from self._workers(snap)
         yield from self._exporter(snap)
         yield from self._tracing()
@@ -130,16 +131,18 @@ class EngineCollector(Collector):
         family.generation = table.generation
         return family
 
-    def _tasks(self, snap: Snapshot, now: float) -> Iterator[CachedFamily]:
-        t = snap.tasks
+    def _tasks(self, t: TaskMetrics, now: float) -> Iterator[CachedFamily]:
+        """Each family taken from the engine as it is yielded (the engine lock held):
+        the render process starts on one while the next is taken."""
         labels = ("name", "queue")
+        rows = t.rows()
         yield CountFamily(
             "celery_tasks",
             "Tasks that reached each state.",
             "counter",
             (*labels, "state"),
-            t.tasks.keys,
-            t.tasks.slab,
+            rows.keys,
+            rows.slab,
             self._rendered.of("celery_tasks", kind=RowsCache),
         )
         yield self._family(
@@ -153,22 +156,22 @@ class EngineCollector(Collector):
             "celery_task_runtime_seconds",
             "Time from started to the end of an attempt, by outcome.",
             (*labels, "state"),
-            t.runtime,
+            t.runtime.table(),
             exemplars=True,
         )
         yield self._histogram_family(
             "celery_task_queue_wait_seconds",
             "Time from sent to received by a worker (ETA/countdown tasks excluded).",
             labels,
-            t.queue_wait,
+            t.queue_wait.table(),
         )
         yield self._histogram_family(
             "celery_task_prefetch_wait_seconds",
             "Time from received to started on the worker (ETA tasks excluded).",
             labels,
-            t.prefetch_wait,
+            t.prefetch_wait.table(),
         )
-        in_progress = t.in_progress
+        in_progress = t.in_progress()
         yield CountFamily(
             "celery_tasks_in_progress",
             "Tasks now in each in-progress state.",

@@ -71,6 +71,8 @@ TAIL = 3
 #: Segments of a family's slab (descriptors: the segments), for the process to map: the
 #: payload is (family name, cells a row, rows a segment).
 SEGMENTS = 4
+#: More of a streamed body's families, rendered into it as they come; no reply.
+PART = 5
 #: Descriptors a request may bring: a segment each, the payload's file.
 MAX_FDS = 33
 #: How long a render may take before its process is given up on: Prometheus's default
@@ -279,16 +281,22 @@ class RenderProcess:
         self, registry: Collector, openmetrics: bool, kind: int, fds: list[int]
     ) -> list[Metric]:
         """Send the engine families' changes as a ``kind`` request with ``fds``; the
-        families collected after them, which the process does not render."""
+        families collected after them, which the process does not render.
+
+        A stream goes a family at a time (the request, then a ``PART`` each), so the
+        process renders and sends one while the next is taken from the engine; a body
+        file waits for them all (a family marked ``final``, or any other kind of metric).
+        """
+        streamed = kind != FILE
         payload = _Payload(openmetrics)
         rest: list[Metric] = []
         segments: list[tuple[tuple[str, int, int], list[int]]] = []
-        sent = False
+        sent = done = False
         collected = registry.collect()
         try:
             for metric in collected:
                 if isinstance(metric, CachedFamily):
-                    if sent:
+                    if done:
                         raise RenderError(f"{metric.name} came after the request was sent")
                     # Found and pickled while the collector holds the engine lock: the
                     # consumer waits rather than taking turns at the GIL with this for
@@ -296,16 +304,18 @@ class RenderProcess:
                     payload.add(update(metric, self._sent))
                     if isinstance(metric, RowsFamily):
                         segments.extend(self._unmapped(metric))
-                    if metric.final:
-                        self._request(kind, payload.done(), fds, segments)
-                        sent = True
+                    if streamed or metric.final:
+                        self._request(PART if sent else kind, payload.done(), fds, segments)
+                        payload, segments = _Payload(openmetrics), []
+                        sent, done = True, metric.final
                     continue
-                if not sent:
-                    self._request(kind, payload.done(), fds, segments)
-                    sent = True
+                if not done:
+                    if not sent or payload.families:
+                        self._request(PART if sent else kind, payload.done(), fds, segments)
+                    sent = done = True
                 rest.append(metric)
-            if not sent:
-                self._request(kind, payload.done(), fds, segments)
+            if not done and (not sent or payload.families):
+                self._request(PART if sent else kind, payload.done(), fds, segments)
         finally:
             close = getattr(collected, "close", None)
             if close is not None:
@@ -337,7 +347,7 @@ class RenderProcess:
         for shape, held in segments:
             self._send(SEGMENTS, pickle.dumps(shape), held)
             self._receive()
-        self._send(kind, payload, fds)
+        self._send(kind, payload, [] if kind == PART else fds)
 
     def _send(self, kind: int, payload: bytes, fds: list[int]) -> None:
         assert self._socket is not None
@@ -370,13 +380,16 @@ class _Payload:
     def __init__(self, openmetrics: bool) -> None:
         self._file = io.BytesIO()
         self._pickler = pickle.Pickler(self._file, pickle.HIGHEST_PROTOCOL)
-        self.add(openmetrics)
+        self._pickler.dump(openmetrics)
+        #: Families added.
+        self.families = 0
 
-    def add(self, item: bool | Update) -> None:
+    def add(self, item: Update) -> None:
         try:
             self._pickler.dump(item)
         except Exception as exc:  # TypeError, PicklingError, RecursionError...
             raise RenderError(f"cannot send the series: {exc!r}") from exc
+        self.families += 1
 
     def done(self) -> bytes:
         return self._file.getvalue()
@@ -418,8 +431,9 @@ class _Server:
         self, kind: int, fds: list[int], request: int, length: int
     ) -> tuple[int, int] | None:
         """Do a request (its payload: ``length`` bytes of the file ``request``); the
-        reply's status and length, None for no reply yet. A failure of a ``STREAM`` is
-        told with the reply to its tail: the exporter reads nothing before."""
+        reply's status and length, None for no reply yet. A failure of a ``STREAM`` or
+        of its ``PART``s is told with the reply to its tail: the exporter reads nothing
+        before."""
         if kind in (STREAM, STREAM_GZIP):
             self.close()
             self._open = list(fds)
@@ -427,11 +441,11 @@ class _Server:
             self._body, self._failure = None, None
             try:
                 self._body = ChunkedBody(self._open[0], self._open[1], kind == STREAM_GZIP)
-                openmetrics, updates = _load(os.pread(request, length, 0))
-                for family in self.series.families(updates, openmetrics):
-                    self._body.write(family)
             except Exception as exc:
                 self._failure = repr(exc)
+            kind = PART
+        if kind == PART:
+            self._part(os.pread(request, length, 0))
             return None
         payload = os.pread(request, length, 0) if length else b""
         if kind == SEGMENTS:
@@ -452,6 +466,21 @@ class _Server:
             finally:
                 self.close()
         raise RenderError(f"no such request: {kind}")
+
+    def _part(self, payload: bytes) -> None:
+        """Render a streamed body's next families into it; a failure is kept for the
+        tail (the exporter reads nothing before)."""
+        if self._failure is not None:
+            return
+        if self._body is None:
+            self._failure = "a part with no body streamed"
+            return
+        try:
+            openmetrics, updates = _load(payload)
+            for family in self.series.families(updates, openmetrics):
+                self._body.write(family)
+        except Exception as exc:
+            self._failure = repr(exc)
 
     def close(self) -> None:
         for fd in self._open:

@@ -394,3 +394,46 @@ def test_started_by_hand_it_says_how_it_is_meant_to_run():
     )
     assert result.returncode == 1
     assert "usage:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_stream_goes_a_family_at_a_time_as_each_is_taken(renderer, monkeypatch):
+    """The process renders and sends one family while the exporter takes the next from
+    the engine; a body file waits for them all."""
+    cluster = busy_cluster()
+    order: list[str] = []
+    send = renderer._send
+
+    def spy(kind: int, payload: bytes, fds: list[int]) -> None:
+        order.append(f"send {kind}")
+        send(kind, payload, fds)
+
+    monkeypatch.setattr(renderer, "_send", spy)
+
+    class Watched:
+        def collect(self):
+            for metric in cluster.registry.collect():
+                order.append(f"take {metric.name}")
+                yield metric
+
+    expected = lines(generate(cluster.registry, "")[0])
+    ours, theirs = socket.socketpair()
+    with ours, theirs, body_file() as spill:
+        ours.setblocking(False)
+        spilled = renderer.stream(Watched(), "", ours.fileno(), spill.fileno(), False)
+        assert spilled is not None
+        ours.shutdown(socket.SHUT_WR)
+        body = dechunk(received(theirs) + os.pread(spill.fileno(), spilled, 0))
+    assert lines(body) == expected
+    requests = [entry for entry in order if entry != f"send {SEGMENTS}"]
+    assert requests[:4] == [
+        "take celery_tasks",
+        f"send {renderer_module.STREAM}",
+        "take celery_task_failures",
+        f"send {renderer_module.PART}",
+    ]
+    order.clear()
+    with body_file() as file:
+        size, _ = renderer.scrape(Watched(), "", file.fileno())
+        assert lines(os.pread(file.fileno(), size, 0)) == expected
+    sends = [entry for entry in order if entry.startswith("send")]
+    assert sends == [f"send {renderer_module.FILE}"], "a body file waits for them all"
