@@ -24,7 +24,6 @@ from clearly_exporter.engine.task_metrics import (
     UNKNOWN,
     Key,
     TaskMetrics,
-    TaskMetricsSnapshot,
 )
 from clearly_exporter.engine.workers import WorkerRegistry, WorkerView
 
@@ -60,7 +59,6 @@ class EngineConfig:
 class Snapshot:
     """Everything a scrape renders, copied under the lock."""
 
-    tasks: TaskMetricsSnapshot | None
     workers: list[WorkerView]
     events: dict[str, int]
     events_late: int
@@ -488,15 +486,15 @@ class Engine:
             self.metrics.forget(uuid)
         return len(done)
 
-    def snapshot(self, now: float, tasks: bool = True) -> Snapshot:
+    def snapshot(self, now: float) -> Snapshot:
         """Run the time-driven rules, then copy what a scrape renders; the caller holds
         ``lock`` (and keeps it while rendering: taking it twice a scrape, each time
         behind a consumer that holds the GIL, cost up to 5 ms a try). Not the tickers:
         a garbage collection or a hand-over of spans would make the scrape wait.
-        Without ``tasks``, the task families are left to be taken from ``metrics``."""
+        The task families are taken from ``metrics`` family by family, as a scrape
+        renders them."""
         self._rules(now)
         return Snapshot(
-            tasks=self.metrics.snapshot() if tasks else None,
             workers=self.workers.views(now),
             events=dict(self.events),
             events_late=self.events_late,

@@ -7,10 +7,9 @@ large families' values live in slabs (``slab``), which a scrape reads where they
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NamedTuple
 
-from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histograms, Table
+from clearly_exporter.engine.histogram import DURATION_BUCKETS, Histograms
 from clearly_exporter.engine.records import (
     HAS_ETA,
     SEEN_PREFETCH,
@@ -81,18 +80,6 @@ class Bucket:
         self.since = since.segment(row).d
         self.cell = counts.cell(row)
         self.dirty = False
-
-
-@dataclass
-class TaskMetricsSnapshot:
-    """A consistent copy for one scrape."""
-
-    tasks: Rows
-    failures: dict[StateKey, int]
-    runtime: Table
-    queue_wait: Table
-    prefetch_wait: Table
-    in_progress: InProgress
 
 
 class TaskMetrics:
@@ -210,25 +197,14 @@ class TaskMetrics:
             bucket.dirty = True
             self._changed.append(bucket)
 
-    def snapshot(self) -> TaskMetricsSnapshot:
-        """Every family at once; a scrape takes each as it renders it (``rows``, the
-        tables, ``in_progress``), so that the render process can start on the first."""
-        return TaskMetricsSnapshot(
-            tasks=self.rows(),
-            failures=dict(self.failures),
-            runtime=self.runtime.table(),
-            queue_wait=self.queue_wait.table(),
-            prefetch_wait=self.prefetch_wait.table(),
-            in_progress=self.in_progress(),
-        )
-
     def rows(self) -> Rows:
         """``celery_tasks``: its keys as they are, and its slab."""
         return Rows(self._keys.copy(), self._counted)
 
     def in_progress(self) -> InProgress:
         """The series' counts and oldest times, brought up to date in their rows where
-        they changed."""
+        they changed (a scrape takes each family as it renders it: ``rows``, the
+        histograms' tables, this)."""
         for bucket in self._changed:
             tasks, cell = bucket.tasks, bucket.cell
             bucket.counts[cell] = len(tasks)

@@ -92,7 +92,7 @@ class EngineCollector(Collector):
         # found then), and the consumer waits on the lock instead of splitting the GIL
         # with the scrape for seconds while a backlog drains.
         with self.engine.lock:
-            snap = self.engine.snapshot(now, tasks=False)
+            snap = self.engine.snapshot(now)
             # Started now, the queue probe's round trips overlap the rendering.
             queues = set(self.watch_queues) | snap.queues
             probing = probe.start(sorted(queues)) if probe else None

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from itertools import accumulate, chain
 from typing import Any, NamedTuple
 
@@ -405,11 +405,14 @@ def histogram_rows(
     before: bytes | None,
     width: int,
     buckets: int,
+    marks: Sequence[list[TraceExemplar | None] | None] | None = None,
+    forced: Collection[int] = (),
 ) -> None:
-    """Into ``parts``, the lines (no exemplars) of each histogram row of ``now`` that is
-    not the same in ``before`` (all if None): rows of ``width`` 8-byte cells, ``buckets``
-    counts and then the sum. By ``_lines`` in one call where it is built."""
-    if _lines is not None:
+    """Into ``parts``, the lines of each histogram row of ``now`` that is not the same in
+    ``before`` (all if None), or whose index is in ``forced``: rows of ``width`` 8-byte
+    cells, ``buckets`` counts and then the sum; with ``marks`` (each row's exemplars, by
+    index), each bucket's exemplar. Without, by ``_lines`` in one call where it is built."""
+    if _lines is not None and marks is None:
         _lines.rows(templates, parts, now, before, width, buckets, _sum)
         return
     span = width * CELL_BYTES
@@ -417,10 +420,11 @@ def histogram_rows(
     counts, sums = cells.cast("q"), cells.cast("d")
     for i, template in enumerate(templates):
         at = i * span
-        if before is None or now[at : at + span] != before[at : at + span]:
+        if before is None or now[at : at + span] != before[at : at + span] or i in forced:
             base = i * width
             row = counts[base : base + buckets].tolist()
-            parts[i] = histogram_lines(template, row, sums[base + buckets], None, False)
+            mark = marks[i] if marks is not None and i < len(marks) else None
+            parts[i] = histogram_lines(template, row, sums[base + buckets], mark, marks is not None)
 
 
 def _sum(total: float) -> float | Verbatim:

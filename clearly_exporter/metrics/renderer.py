@@ -75,6 +75,8 @@ SEGMENTS = 4
 PART = 5
 #: Descriptors a request may bring: a segment each, the payload's file.
 MAX_FDS = 33
+#: A ``SEGMENTS`` request: (family name, cells a row, rows a segment), the descriptors.
+Handover = tuple[tuple[str, int, int], list[int]]
 #: How long a render may take before its process is given up on: Prometheus's default
 #: scrape timeout, after which nobody waits for the answer.
 RENDER_TIMEOUT = 10.0
@@ -290,8 +292,15 @@ class RenderProcess:
         streamed = kind != FILE
         payload = _Payload(openmetrics)
         rest: list[Metric] = []
-        segments: list[tuple[tuple[str, int, int], list[int]]] = []
+        segments: list[Handover] = []
         sent = done = False
+
+        def flush() -> None:
+            """What is gathered goes: the request, or a part of it once it is out."""
+            nonlocal payload, segments, sent
+            self._request(PART if sent else kind, payload.done(), fds, segments)
+            payload, segments, sent = _Payload(openmetrics), [], True
+
         collected = registry.collect()
         try:
             for metric in collected:
@@ -305,24 +314,22 @@ class RenderProcess:
                     if isinstance(metric, RowsFamily):
                         segments.extend(self._unmapped(metric))
                     if streamed or metric.final:
-                        self._request(PART if sent else kind, payload.done(), fds, segments)
-                        payload, segments = _Payload(openmetrics), []
-                        sent, done = True, metric.final
+                        flush()
+                        done = metric.final
                     continue
-                if not done:
-                    if not sent or payload.families:
-                        self._request(PART if sent else kind, payload.done(), fds, segments)
-                    sent = done = True
+                if not done and (not sent or payload.families):
+                    flush()
+                done = True
                 rest.append(metric)
             if not done and (not sent or payload.families):
-                self._request(PART if sent else kind, payload.done(), fds, segments)
+                flush()
         finally:
             close = getattr(collected, "close", None)
             if close is not None:
                 close()
         return rest
 
-    def _unmapped(self, family: RowsFamily) -> list[tuple[tuple[str, int, int], list[int]]]:
+    def _unmapped(self, family: RowsFamily) -> list[Handover]:
         """The family's segments the process has not mapped yet, at most ``MAX_FDS - 1``
         to a request: ((name, cells a row, rows a segment), descriptors)."""
         name, slab = family.name, family.slab
@@ -340,7 +347,7 @@ class RenderProcess:
         kind: int,
         payload: bytes,
         fds: list[int],
-        segments: list[tuple[tuple[str, int, int], list[int]]],
+        segments: list[Handover],
     ) -> None:
         """The ``kind`` request, after the segments its families read (each mapped before
         the request is read: one answer each)."""

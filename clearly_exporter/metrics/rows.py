@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, NamedTuple
 
 from prometheus_client.samples import Sample
 
 from clearly_exporter.engine.histogram import TraceExemplar, cumulative
-from clearly_exporter.engine.slab import CELL, Segment, Slab
+from clearly_exporter.engine.slab import CELL, Slab
 from clearly_exporter.metrics.exposition import (
     Block,
     CachedFamily,
@@ -27,7 +27,6 @@ from clearly_exporter.metrics.exposition import (
     Spec,
     emit,
     filled,
-    histogram_lines,
     histogram_rows,
     histogram_templates,
     scalar_template,
@@ -40,14 +39,14 @@ Exemplars = list[list[TraceExemplar | None] | None]
 
 
 class Run(NamedTuple):
-    """A block's rows: their first cell in ``segment``, their first position, their
-    cells now, and those the block was last rendered from (None: never)."""
+    """A block's rows: the first one's position, their cells as read now (what the block
+    is rendered from), those it was last rendered from (None: never), and the rows (by
+    index in the block) to render again whatever their cells."""
 
-    segment: Segment
-    cell: int
     start: int
     now: bytes
     before: bytes | None
+    forced: Collection[int]
 
 
 class RowsCache(SeriesCache):
@@ -106,16 +105,17 @@ class RowsFamily(CachedFamily):
         span = slab.width * CELL
         with cache.lock:
             blocks, cells = self._blocks(cache, keys, openmetrics), cache.cells
-            forced = {position // size for position in self.forced}
+            forced: dict[int, set[int]] = {}
+            for position in self.forced:
+                forced.setdefault(position // size, set()).add(position % size)
             for index, start in enumerate(range(0, len(keys), size)):
                 segment, cell = slab.segment(start), slab.cell(start)
                 rows = min(size, len(keys) - start)
                 now = segment.raw[cell * CELL : cell * CELL + rows * span].tobytes()
                 before = cells[index]
                 if now != before or index in forced or self._moving(now):
-                    self._fill_rows(
-                        blocks[index], Run(segment, cell, start, now, before), openmetrics
-                    )
+                    run = Run(start, now, before, forced.get(index, ()))
+                    self._fill_rows(blocks[index], run, openmetrics)
                     cells[index] = now
             emit(out, blocks)
 
@@ -140,10 +140,7 @@ class CountFamily(RowsFamily):
         return scalar_template(self.sample_name, self.labelset, keys, "%a")
 
     def _fill_rows(self, block: Block, run: Run, openmetrics: bool) -> None:
-        cell = run.cell
-        block.body = filled(
-            block.template, run.segment.q[cell : cell + len(run.now) // CELL].tolist()
-        )
+        block.body = filled(block.template, memoryview(run.now).cast("q").tolist())
 
     @property
     def samples(self) -> list[Sample]:
@@ -197,8 +194,7 @@ class AgeFamily(RowsFamily):
         return [age if 0.0 < (age := at - start) < math.inf else 0.0 for start in starts]
 
     def _fill_rows(self, block: Block, run: Run, openmetrics: bool) -> None:
-        cell = run.cell
-        starts = run.segment.d[cell : cell + len(run.now) // CELL].tolist()
+        starts = memoryview(run.now).cast("d").tolist()
         block.body = block.template % tuple(self.ages(starts))
 
     @property
@@ -257,30 +253,24 @@ class HistogramFamily(RowsFamily):
 
     def _fill_rows(self, block: Block, run: Run, openmetrics: bool) -> None:
         """Only the rows whose cells (or exemplars) changed, each on its own."""
-        templates, width = block.template, self.slab.width
-        segment, cell, start, now, before = run
-        buckets = len(self.bounds) + 1
+        start, now, before, forced = run
         parts = block.parts
         if parts is None or before is None:
-            parts = block.parts = [b""] * len(templates)
+            parts = block.parts = [b""] * len(block.template)
             before = None
         block.body = parts
-        if not (openmetrics and self.exemplars):
-            histogram_rows(templates, parts, now, before, width, buckets)
-            return
-        marks, forced, span = self.marks, self.forced, width * CELL
-        q, d = segment.q, segment.d
-        for i, template in enumerate(templates):
-            at = i * span
-            if (
-                before is None
-                or now[at : at + span] != before[at : at + span]
-                or (start + i in forced)
-            ):
-                base = cell + i * width
-                counts = q[base : base + buckets].tolist()
-                mark = marks[start + i] if start + i < len(marks) else None
-                parts[i] = histogram_lines(template, counts, d[base + buckets], mark, True)
+        shown = openmetrics and self.exemplars
+        rows = len(parts)
+        histogram_rows(
+            block.template,
+            parts,
+            now,
+            before,
+            self.slab.width,
+            len(self.bounds) + 1,
+            self.marks[start : start + rows] if shown else None,
+            forced if shown else (),
+        )
 
     @property
     def samples(self) -> list[Sample]:

@@ -122,7 +122,8 @@ def interleaved(streams: list[list[dict]], rng: random.Random) -> list[dict]:
 
 def in_progress(engine: Engine, now: float) -> dict[tuple, tuple[int, float | None]]:
     """A scrape's in-progress series: (tasks, since when the oldest is there) by key."""
-    placed = engine.snapshot(now).tasks.in_progress
+    engine.snapshot(now)  # the time-driven rules first, as a scrape runs them
+    placed = engine.metrics.in_progress()
     counts = placed.counts.column("q", len(placed.keys))
     since = [None if math.isnan(s) else s for s in placed.since.column("d", len(placed.keys))]
     return dict(zip(placed.keys, zip(counts, since, strict=True), strict=True))

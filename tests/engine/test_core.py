@@ -103,15 +103,15 @@ def test_event_lag_uses_receive_time_minus_event_time_clamped_at_zero():
     assert engine.event_lag.total == pytest.approx(0.2)
 
 
-def test_a_snapshot_keeps_its_series_and_reads_their_values_where_they_are():
+def test_a_scrape_takes_the_keys_and_reads_the_values_where_they_are():
     """A scrape renders the series it took, from the slab the engine writes in place:
     nothing is copied under the lock but the keys."""
     engine = feed([received("a", T0)])
-    snap = engine.snapshot(T0)
+    rows = engine.metrics.rows()
     engine.handle(received("b", T0), T0)
     engine.handle(received("c", T0, name="app.mul"), T0)
-    assert snap.tasks.tasks.keys == [("app.add", "celery", "RECEIVED")]
-    assert snap.tasks.tasks.slab.column() == [2, 1], "the values as they are now"
+    assert rows.keys == [("app.add", "celery", "RECEIVED")]
+    assert rows.slab.column() == [2, 1], "the values as they are now"
     assert counts(engine) == {"RECEIVED": 3}
 
 
@@ -181,13 +181,13 @@ def test_a_snapshot_writes_each_in_progress_series_count_and_oldest_time_in_its_
         (received("c", T0 + 2), T0 + 2),
     ]:
         engine.handle(event, now)
-    placed = engine.metrics.snapshot().in_progress
+    placed = engine.metrics.in_progress()
     assert placed.keys == [("app.add", "celery", "RECEIVED"), ("app.mul", "celery", "RECEIVED")]
     assert placed.counts.column() == [2, 1]
     assert placed.since.column("d") == [T0, T0 + 1], "the oldest task's receive time"
     engine.handle(started("a", T0 + 3), T0 + 3)
     engine.handle(started("c", T0 + 3), T0 + 3)
-    placed = engine.metrics.snapshot().in_progress
+    placed = engine.metrics.in_progress()
     assert placed.counts.column()[0] == 0
     assert math.isnan(placed.since.column("d")[0]), "no task: no time"
 
@@ -210,7 +210,7 @@ def test_in_progress_series_read_between_events_end_as_read_once(seed):
     for i, event in enumerate(events):
         often.handle(event, T0 + i)
         once.handle(event, T0 + i)
-        often.metrics.snapshot()  # not the engine's: its time-driven rules would differ
+        often.metrics.in_progress()  # not the engine's snapshot: its rules would differ
     assert in_progress(often, T0 + 400) == in_progress(once, T0 + 400)
     assert sum(count for count, _ in in_progress(once, T0 + 400).values()) > 0
 
