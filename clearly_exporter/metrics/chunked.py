@@ -41,8 +41,8 @@ class ChunkedBody:
         if self.cut:
             return
         if self._packer is not None:
-            # Joined first: a histogram family comes as a piece per changed series, and
-            # 12,000 pieces of 1.3 KB compressed one by one took 9.0 ms, joined 3.4 ms.
+            # Joined first: a family comes in hundreds of blocks, and compressing pieces one
+            # by one costs more than joining them (12,000 of 1.3 KB: 9.0 ms, joined 3.4).
             pieces = [self._packer.compress(b"".join(pieces))]
         self._chunk(pieces)
         self._send()

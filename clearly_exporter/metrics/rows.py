@@ -25,15 +25,19 @@ from clearly_exporter.metrics.exposition import (
     Key,
     SeriesCache,
     Spec,
+    _lines,
     emit,
-    filled,
-    histogram_rows,
+    exemplar_text,
+    histogram_block,
     histogram_templates,
     scalar_template,
 )
 
 #: An age block's cells where none of its series has a task: NaN starts.
 NO_START = struct.pack("d", math.nan) * CachedFamily.block
+#: Ages from this on (31,700 years) come from a start that is not a time: shown as 0, and
+#: ``%.3f`` writes every other in at most 17 characters.
+MAX_AGE = 1e12
 #: Per position, a histogram's exemplars by bucket (None: none yet).
 Exemplars = list[list[TraceExemplar | None] | None]
 
@@ -140,7 +144,10 @@ class CountFamily(RowsFamily):
         return scalar_template(self.sample_name, self.labelset, keys, "%a")
 
     def _fill_rows(self, block: Block, run: Run, openmetrics: bool) -> None:
-        block.body = filled(block.template, memoryview(run.now).cast("q").tolist())
+        if _lines is not None:
+            block.body = _lines.counts(block.template, run.now)
+        else:
+            block.body = block.template % tuple(memoryview(run.now).cast("q").tolist())
 
     @property
     def samples(self) -> list[Sample]:
@@ -178,9 +185,11 @@ class AgeFamily(RowsFamily):
     def spec(self) -> Spec:
         return super().spec._replace(at=self.at)
 
-    def _template(self, keys: Sequence[Key], openmetrics: bool) -> bytes:
-        """The text in any build: ``_lines`` writes floats as ``repr``, not ``%.3f``."""
-        return scalar_template(self.sample_name, self.labelset, keys, "%.3f", split=False)
+    def _template(self, keys: Sequence[Key], openmetrics: bool) -> Any:
+        """Pieces for ``_lines.ages`` where it is built (split at any placeholder), else a
+        template for ``%``."""
+        placeholder = "%.3f" if _lines is None else "%a"
+        return scalar_template(self.sample_name, self.labelset, keys, placeholder)
 
     def _moving(self, cells: bytes) -> bool:
         """Ages grow with time, but where no series of the block has a task (most, at
@@ -188,14 +197,17 @@ class AgeFamily(RowsFamily):
         return cells != NO_START[: len(cells)]
 
     def ages(self, starts: Sequence[float]) -> list[float]:
-        """Finite, never negative: 0 for no start (NaN), a start after ``at``, or one that
-        is not a time (so ``%.3f`` never meets an infinity or a NaN)."""
+        """Never negative, under ``MAX_AGE``: 0 for no start (NaN), a start after ``at``,
+        or one that is not a time (as ``_lines.ages`` works them out)."""
         at = self.at
-        return [age if 0.0 < (age := at - start) < math.inf else 0.0 for start in starts]
+        return [age if 0.0 < (age := at - start) < MAX_AGE else 0.0 for start in starts]
 
     def _fill_rows(self, block: Block, run: Run, openmetrics: bool) -> None:
-        starts = memoryview(run.now).cast("d").tolist()
-        block.body = block.template % tuple(self.ages(starts))
+        if _lines is not None:
+            block.body = _lines.ages(block.template, run.now, self.at, MAX_AGE)
+        else:
+            starts = memoryview(run.now).cast("d").tolist()
+            block.body = block.template % tuple(self.ages(starts))
 
     @property
     def samples(self) -> list[Sample]:
@@ -252,25 +264,37 @@ class HistogramFamily(RowsFamily):
         )
 
     def _fill_rows(self, block: Block, run: Run, openmetrics: bool) -> None:
-        """Only the rows whose cells (or exemplars) changed, each on its own."""
-        start, now, before, forced = run
-        parts = block.parts
-        if parts is None or before is None:
-            parts = block.parts = [b""] * len(block.template)
-            before = None
-        block.body = parts
-        shown = openmetrics and self.exemplars
-        rows = len(parts)
-        histogram_rows(
+        """Only the rows whose cells (or exemplars) changed are written again."""
+        texts = self._texts(run, len(block.template)) if openmetrics and self.exemplars else None
+        block.body, block.ends = histogram_block(
             block.template,
-            parts,
-            now,
-            before,
+            block.body,
+            block.ends,
+            run.now,
+            run.before,
             self.slab.width,
             len(self.bounds) + 1,
-            self.marks[start : start + rows] if shown else None,
-            forced if shown else (),
+            texts,
         )
+
+    def _texts(self, run: Run, rows: int) -> dict[int, list[bytes]]:
+        """The exemplar texts of the block's rows to write again (whose cells changed, or
+        are ``forced``), by index in the block; rows with none are left out."""
+        start, now, before, forced = run
+        span = self.slab.width * CELL
+        redo = set(forced) if before is not None else set(range(rows))
+        if before is not None:
+            redo.update(
+                i
+                for i in range(rows)
+                if now[i * span : (i + 1) * span] != before[i * span : (i + 1) * span]
+            )
+        marks = self.marks
+        return {
+            i: list(map(exemplar_text, mark))
+            for i in redo
+            if start + i < len(marks) and (mark := marks[start + i]) is not None
+        }
 
     @property
     def samples(self) -> list[Sample]:

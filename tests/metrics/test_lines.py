@@ -4,6 +4,7 @@ template, for every kind of value a family hands it. It is only built with
 
 from __future__ import annotations
 
+import math
 import struct
 
 import pytest
@@ -22,6 +23,7 @@ from clearly_exporter.metrics.exposition import (
     pieces,
     scalar_template,
 )
+from clearly_exporter.metrics.rows import MAX_AGE
 
 _lines = pytest.importorskip("clearly_exporter.metrics._lines")
 
@@ -49,6 +51,11 @@ def test_a_scalar_block_is_written_as_percent_writes_it(keys, data) -> None:
     assert _lines.fill(pieces(template), values) == template % tuple(values)
 
 
+def _cells(counts: list[int], total: float) -> bytes:
+    """A histogram row as a slab holds it: its buckets' counts, then its sum."""
+    return struct.pack(f"{len(counts)}qd", *counts, total)
+
+
 @given(
     label=LABEL,
     counts=st.lists(st.integers(0, 2**40), min_size=BUCKETS, max_size=BUCKETS),
@@ -65,37 +72,76 @@ def test_a_histogram_series_is_written_as_percent_writes_it(
     texts = None
     if openmetrics:
         texts = [exemplar_text(m) for m in marks] if marks else [b""] * BUCKETS
-    written = _lines.histogram(pieces(template), counts, _sum(total), texts)
-    assert written == template % tuple(histogram_args(counts, total, texts))
+    shown = None if texts is None else ({0: texts} if marks else {})
+    cells = _cells(counts, total)
+    body, ends = _lines.block(
+        [pieces(template)], None, None, cells, None, BUCKETS + 1, BUCKETS, _sum, shown
+    )
+    assert body == template % tuple(histogram_args(counts, total, texts))
+    assert ends == struct.pack("q", len(body))
 
 
-ROW = st.tuples(st.lists(st.integers(0, 2**40), min_size=BUCKETS, max_size=BUCKETS), st.floats())
+def test_counts_beyond_64_bits_are_refused_not_wrapped() -> None:
+    """No counter reaches 2**63; should one, the scrape fails rather than lie."""
+    with pytest.raises(OverflowError):
+        _lines.fill((b"a ", b"\n"), [2**63])
+    row = struct.pack("2qd", 2**62, 2**62, 0.0)
+    with pytest.raises(OverflowError):
+        _lines.block([(b"",) * 5], None, None, row, None, 3, 2, _sum, None)
+
+
+def test_blocks_of_sizes_that_do_not_agree_are_refused() -> None:
+    row = struct.pack("2qd", 1, 2, 0.5)
+    body, ends = _lines.block([(b"",) * 5], None, None, row, None, 3, 2, _sum, None)
+    with pytest.raises(ValueError, match="sizes"):
+        _lines.block([(b"",) * 5], None, None, row + b"x", None, 3, 2, _sum, None)
+    with pytest.raises(ValueError, match="sizes"):
+        _lines.block([(b"",) * 5], body, ends, row, row[:-1], 3, 2, _sum, None)
+    with pytest.raises(ValueError, match="sizes"):
+        _lines.block([(b"",) * 5], body, ends + ends, row, row, 3, 2, _sum, None)
+    with pytest.raises(ValueError, match="order"):
+        _lines.block(
+            [(b"",) * 5], body, struct.pack("q", len(body) + 1), row, row, 3, 2, _sum, None
+        )
+    with pytest.raises(ValueError, match="tuples of 5"):
+        _lines.block([(b"",) * 4], None, None, row, None, 3, 2, _sum, None)
+    with pytest.raises(ValueError, match="per bucket"):
+        _lines.block([(b"",) * 7], None, None, row, None, 3, 2, _sum, {0: [b""]})
 
 
 @given(
-    rows=st.lists(st.tuples(ROW, st.one_of(st.none(), ROW)), min_size=1, max_size=6),
-    first=st.booleans(),
+    keys=st.lists(st.tuples(LABEL, LABEL), min_size=1, max_size=8),
+    data=st.data(),
 )
-def test_histogram_rows_write_only_the_rows_that_changed(rows, first) -> None:
-    """Rows of cells as a slab holds them, against the cells last rendered: each one that
-    differs (all, the first time) is written as ``%`` writes it, the others are kept."""
-    width = BUCKETS + 1
+def test_a_column_of_counts_is_written_as_percent_writes_it(keys, data) -> None:
+    template = scalar_template("jobs_total", _labelset, keys, "%d", split=False)
+    values = data.draw(st.lists(INT, min_size=len(keys), max_size=len(keys)))
+    cells = struct.pack(f"{len(values)}q", *values)
+    assert _lines.counts(pieces(template), cells) == template % tuple(values)
 
-    def cells(row: tuple[list[int], float]) -> bytes:
-        return struct.pack(f"{BUCKETS}qd", *row[0], row[1])
 
-    now = b"".join(cells(row) for row, _ in rows)
-    before = None if first else b"".join(cells(old or row) for row, old in rows)
-    templates = _templates([(str(i),) for i in range(len(rows))], False)
-    parts = [b"kept"] * len(rows)
-    written = _lines.rows([pieces(t) for t in templates], parts, now, before, width, BUCKETS, _sum)
-    changed = [first or (old is not None and cells(old) != cells(row)) for row, old in rows]
-    assert written == sum(changed)
-    for part, template, ((counts, total), _), redone in zip(
-        parts, templates, rows, changed, strict=True
-    ):
-        expected = template % tuple(histogram_args(counts, total, None)) if redone else b"kept"
-        assert part == expected
+@given(
+    keys=st.lists(st.tuples(LABEL, LABEL), min_size=1, max_size=8),
+    at=st.floats(0, 2e9),
+    data=st.data(),
+)
+def test_a_column_of_ages_is_written_as_percent_writes_them(keys, at, data) -> None:
+    """From start times, any float among them: an age is ``at - start`` to the
+    millisecond, or 0 where that is not one (NaN, negative, or from ``MAX_AGE`` on)."""
+    template = scalar_template("age", _labelset, keys, "%.3f", split=False)
+    starts = data.draw(st.lists(st.floats(), min_size=len(keys), max_size=len(keys)))
+    ages = [age if 0.0 < (age := at - start) < MAX_AGE else 0.0 for start in starts]
+    cells = struct.pack(f"{len(starts)}d", *starts)
+    assert _lines.ages(pieces(template.replace(b"%.3f", b"%a")), cells, at, MAX_AGE) == (
+        template % tuple(ages)
+    )
+
+
+def test_a_column_needs_a_piece_more_than_its_cells() -> None:
+    with pytest.raises(ValueError, match="a piece more"):
+        _lines.counts((b"a", b"b", b"c"), struct.pack("q", 1))
+    with pytest.raises(ValueError, match="would not fit"):
+        _lines.ages((b"a", b"b"), struct.pack("d", 1.0), 2.0, math.inf)
 
 
 def _labelset(key: tuple[str, ...]) -> str:
@@ -108,27 +154,6 @@ def _templates(keys: list[tuple[str, ...]], exemplars: bool) -> list[bytes]:
 
 def test_pieces_keep_an_escaped_percent_as_text() -> None:
     assert pieces(b'a{x="%%d"} %a\nb %d%s\n%%') == (b'a{x="%d"} ', b"\nb ", b"", b"\n%")
-
-
-def test_counts_beyond_64_bits_are_refused_not_wrapped() -> None:
-    """No counter reaches 2**63; should one, the scrape fails rather than lie."""
-    with pytest.raises(OverflowError):
-        _lines.fill((b"a ", b"\n"), [2**63])
-    with pytest.raises(OverflowError):
-        _lines.histogram((b"",) * 5, [2**62, 2**62], 0.0, None)
-    row = struct.pack("2qd", 2**62, 2**62, 0.0)
-    with pytest.raises(OverflowError):
-        _lines.rows([(b"",) * 5], [b""], row, None, 3, 2, _sum)
-
-
-def test_rows_of_sizes_that_do_not_agree_are_refused() -> None:
-    row = struct.pack("2qd", 1, 2, 0.5)
-    with pytest.raises(ValueError, match="sizes"):
-        _lines.rows([(b"",) * 5], [b""], row + b"x", None, 3, 2, _sum)
-    with pytest.raises(ValueError, match="sizes"):
-        _lines.rows([(b"",) * 5], [b""], row, row[:-1], 3, 2, _sum)
-    with pytest.raises(ValueError, match="sizes"):
-        _lines.rows([(b"",) * 5], [b"", b""], row, None, 3, 2, _sum)
 
 
 def test_a_template_of_the_wrong_shape_is_an_error() -> None:
