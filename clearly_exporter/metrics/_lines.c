@@ -12,19 +12,21 @@
  * float's shortest repr (24, as -1.2345678901234567e-308). */
 #define NUMBER_MAX 32
 
-/* The digits of `n`, written ending at `end`; returns where they start. */
+/* The digits of `n` (and its sign), written at `out`; returns their end. */
 static char *
-write_digits(char *end, long long n)
+write_count(char *out, long long n)
 {
+    char digits[NUMBER_MAX], *end = digits + NUMBER_MAX, *start = end;
     unsigned long long u = n < 0 ? 0ULL - (unsigned long long)n : (unsigned long long)n;
     do {
-        *--end = (char)('0' + u % 10);
+        *--start = (char)('0' + u % 10);
         u /= 10;
     } while (u);
     if (n < 0) {
-        *--end = '-';
+        *--start = '-';
     }
-    return end;
+    memcpy(out, start, (size_t)(end - start));
+    return out + (end - start);
 }
 
 /* How many bytes `value` may take: exact for bytes and str, an upper bound for numbers;
@@ -57,11 +59,7 @@ write_value(char *out, PyObject *value)
             PyErr_SetString(PyExc_OverflowError, "an int beyond 64 bits");
             return NULL;
         }
-        char digits[NUMBER_MAX];
-        char *start = write_digits(digits + NUMBER_MAX, n);
-        size_t size = (size_t)(digits + NUMBER_MAX - start);
-        memcpy(out, start, size);
-        return out + size;
+        return write_count(out, n);
     }
     if (PyFloat_CheckExact(value)) {
         /* As repr() writes it, which is what `%a` writes. */
@@ -95,7 +93,7 @@ typedef struct {
     PyObject *object; /* NULL for a count */
 } Item;
 
-/* The most items a row takes: a histogram of 126 buckets with exemplars. */
+/* The most items a row takes: a histogram of 127 buckets with exemplars. */
 #define ITEMS_MAX 256
 
 /* The most bytes the pieces with the items between them take; -1 with an exception set
@@ -139,10 +137,7 @@ write_joined(char *out, PyObject *pieces, const Item *items, Py_ssize_t count)
             break;
         }
         if (items[i].object == NULL) {
-            char digits[NUMBER_MAX];
-            char *start = write_digits(digits + NUMBER_MAX, items[i].count);
-            memcpy(out, start, (size_t)(digits + NUMBER_MAX - start));
-            out += digits + NUMBER_MAX - start;
+            out = write_count(out, items[i].count);
         }
         else if ((out = write_value(out, items[i].object)) == NULL) {
             return NULL;
@@ -250,13 +245,15 @@ row_items(Item *items, const char *row, Py_ssize_t buckets, int shown, PyObject 
     if (object != NULL && !(fabs(value) < 1e6)) {
         Py_SETREF(object, PyObject_CallOneArg(sum_text, object));
     }
-    if (object != NULL && value_size(object) > NUMBER_MAX) {
-        Py_CLEAR(object);
-        if (!PyErr_Occurred()) {
+    if (object == NULL) {
+        return -1;
+    }
+    Py_ssize_t size = value_size(object);
+    if (size < 0 || size > NUMBER_MAX) {
+        Py_DECREF(object);
+        if (size >= 0) {
             PyErr_SetString(PyExc_ValueError, "a histogram sum's text longer than expected");
         }
-    }
-    if (object == NULL) {
         return -1;
     }
     items[n] = (Item){0, object};
@@ -285,7 +282,9 @@ texts_of(PyObject *texts, Py_ssize_t i, Py_ssize_t buckets)
     if (found == NULL) {
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
     }
+    Py_INCREF(found);  /* the dict may lose it while the texts are read */
     PyObject *tuple = PySequence_Tuple(found);
+    Py_DECREF(found);
     if (tuple != NULL && PyTuple_GET_SIZE(tuple) != buckets) {
         Py_CLEAR(tuple);
         PyErr_SetString(PyExc_ValueError, "an exemplar text per bucket");
@@ -312,9 +311,9 @@ block(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
                         "block(pieces, body, ends, now, before, width, buckets, sum_text, texts)");
         return NULL;
     }
-    PyObject *pieces = args[0], *sum_text = args[7], *texts = args[8];
+    PyObject *sum_text = args[7], *texts = args[8];
     int shown = texts != Py_None;
-    if (!PyList_Check(pieces) || !PyBytes_Check(args[3]) || (shown && !PyDict_Check(texts))) {
+    if (!PyList_Check(args[0]) || !PyBytes_Check(args[3]) || (shown && !PyDict_Check(texts))) {
         PyErr_SetString(PyExc_TypeError, "block takes a list of pieces, bytes and a dict");
         return NULL;
     }
@@ -333,19 +332,31 @@ block(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     if (buckets == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(pieces), span = width * 8;
+    /* A row's cells: its buckets and sum, and no more than a row's items. */
+    if (buckets < 1 || buckets > ITEMS_MAX || buckets + 1 > width || width > ITEMS_MAX) {
+        PyErr_SetString(PyExc_ValueError, "block: the sizes do not agree");
+        return NULL;
+    }
+    /* The list as it is now: texts_of may run Python code that changes it. */
+    PyObject *pieces = PyList_AsTuple(args[0]);
+    if (pieces == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(pieces), span = width * 8, cells_size;
     Py_ssize_t count = buckets * (shown ? 2 : 1) + 2;
     int kept = old != NULL && before != NULL;
-    if (buckets < 1 || buckets + 1 > width || count > ITEMS_MAX
-        || PyBytes_GET_SIZE(args[3]) != n * span
-        || (before != NULL && before_size != n * span)
-        || (old != NULL && (old_ends == NULL || ends_size != n * 8))) {
+    if (count > ITEMS_MAX || __builtin_mul_overflow(n, span, &cells_size)
+        || PyBytes_GET_SIZE(args[3]) != cells_size
+        || (before != NULL && before_size != cells_size)
+        || (old != NULL && (old_ends == NULL || ends_size / 8 != n || ends_size % 8))) {
+        Py_DECREF(pieces);
         PyErr_SetString(PyExc_ValueError, "block: the sizes do not agree");
         return NULL;
     }
     const char *cells = PyBytes_AS_STRING(args[3]);
     Row *rows = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Row));
     if (rows == NULL) {
+        Py_DECREF(pieces);
         return PyErr_NoMemory();
     }
     /* First which rows are written again, and the most the body takes. */
@@ -372,7 +383,7 @@ block(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         }
         if (redo) {
             redone++;
-            PyObject *row = rows[i].pieces = Py_NewRef(PyList_GET_ITEM(pieces, i));
+            PyObject *row = rows[i].pieces = Py_NewRef(PyTuple_GET_ITEM(pieces, i));
             if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != count + 1) {
                 PyErr_Format(PyExc_ValueError, "the pieces must be tuples of %zd bytes",
                              count + 1);
@@ -447,6 +458,7 @@ done:
         Py_XDECREF(rows[i].texts);
     }
     PyMem_Free(rows);
+    Py_DECREF(pieces);
     Py_XDECREF(body);
     Py_XDECREF(ends);
     return result;
@@ -508,10 +520,7 @@ column(PyObject *pieces, PyObject *cells, int ages, double at, double max_age)
         else {
             long long count;
             memcpy(&count, cell + i * 8, sizeof count);
-            char digits[NUMBER_MAX];
-            char *start = write_digits(digits + NUMBER_MAX, count);
-            memcpy(out, start, (size_t)(digits + NUMBER_MAX - start));
-            out += digits + NUMBER_MAX - start;
+            out = write_count(out, count);
         }
     }
     return trimmed(body, out - PyBytes_AS_STRING(body));
@@ -536,8 +545,12 @@ ages(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "ages(pieces, cells, at, max_age)");
         return NULL;
     }
-    double at = PyFloat_AsDouble(args[2]), max_age = PyFloat_AsDouble(args[3]);
-    if (PyErr_Occurred()) {
+    double at = PyFloat_AsDouble(args[2]);
+    if (at == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    double max_age = PyFloat_AsDouble(args[3]);
+    if (max_age == -1.0 && PyErr_Occurred()) {
         return NULL;
     }
     return column(args[0], args[1], 1, at, max_age);

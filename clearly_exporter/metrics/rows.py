@@ -278,8 +278,9 @@ class HistogramFamily(RowsFamily):
         )
 
     def _texts(self, run: Run, rows: int) -> dict[int, list[bytes]]:
-        """The exemplar texts of the block's rows to write again (whose cells changed, or
-        are ``forced``), by index in the block; rows with none are left out."""
+        """The exemplar texts of the block's rows to write again, by index in the block:
+        the ``forced`` ones (written again whatever their cells), and those whose cells
+        changed and have exemplars (any other the C call finds changed shows none)."""
         start, now, before, forced = run
         span = self.slab.width * CELL
         redo = set(forced) if before is not None else set(range(rows))
@@ -289,12 +290,15 @@ class HistogramFamily(RowsFamily):
                 for i in range(rows)
                 if now[i * span : (i + 1) * span] != before[i * span : (i + 1) * span]
             )
-        marks = self.marks
-        return {
-            i: list(map(exemplar_text, mark))
-            for i in redo
-            if start + i < len(marks) and (mark := marks[start + i]) is not None
-        }
+        marks, none = self.marks, [b""] * (len(self.bounds) + 1)
+        texts = {}
+        for i in redo:
+            mark = marks[start + i] if start + i < len(marks) else None
+            if mark is not None:
+                texts[i] = list(map(exemplar_text, mark))
+            elif i in forced:
+                texts[i] = none
+        return texts
 
     @property
     def samples(self) -> list[Sample]:

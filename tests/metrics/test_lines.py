@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import math
 import struct
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from clearly_exporter.engine.histogram import DURATION_BUCKETS
+from clearly_exporter.metrics import exposition
 from clearly_exporter.metrics.exposition import (
     Verbatim,
     _sum,
     escape,
     exemplar_text,
-    histogram_args,
     histogram_templates,
     number,
     pieces,
@@ -56,29 +57,42 @@ def _cells(counts: list[int], total: float) -> bytes:
     return struct.pack(f"{len(counts)}qd", *counts, total)
 
 
+HISTOGRAM_ROW = st.tuples(
+    st.lists(st.integers(0, 2**40), min_size=BUCKETS, max_size=BUCKETS), st.floats()
+)
+
+
 @given(
-    label=LABEL,
-    counts=st.lists(st.integers(0, 2**40), min_size=BUCKETS, max_size=BUCKETS),
-    total=st.floats(),
-    marks=st.one_of(st.none(), st.lists(EXEMPLAR, min_size=BUCKETS, max_size=BUCKETS)),
+    rows=st.lists(st.tuples(HISTOGRAM_ROW, HISTOGRAM_ROW, st.booleans()), max_size=5),
+    marks=st.dictionaries(
+        st.integers(0, 4), st.lists(EXEMPLAR, min_size=BUCKETS, max_size=BUCKETS), max_size=3
+    ),
     openmetrics=st.booleans(),
 )
-def test_a_histogram_series_is_written_as_percent_writes_it(
-    label, counts, total, marks, openmetrics
-) -> None:
-    """Cumulative counts, exemplar texts where shown, the count, then the sum (a large,
-    infinite or NaN one as Go writes it)."""
-    (template,) = _templates([(label,)], openmetrics)
+def test_a_block_written_again_is_what_the_python_path_writes(rows, marks, openmetrics) -> None:
+    """Rows rendered, then their cells changed (or not) and rendered again from the
+    first body: in C as by ``%`` (``histogram_block`` without ``_lines``), with exemplar
+    texts where shown, including rows written again for their texts alone."""
+    keys = [(str(i),) for i in range(len(rows))]
+    split = _templates(keys, openmetrics, split=True)
+    whole = _templates(keys, openmetrics)
+    first = b"".join(_cells(*row) for row, _, _ in rows)
+    then = b"".join(_cells(*(new if moved else row)) for row, new, moved in rows)
     texts = None
     if openmetrics:
-        texts = [exemplar_text(m) for m in marks] if marks else [b""] * BUCKETS
-    shown = None if texts is None else ({0: texts} if marks else {})
-    cells = _cells(counts, total)
-    body, ends = _lines.block(
-        [pieces(template)], None, None, cells, None, BUCKETS + 1, BUCKETS, _sum, shown
-    )
-    assert body == template % tuple(histogram_args(counts, total, texts))
-    assert ends == struct.pack("q", len(body))
+        texts = {i: list(map(exemplar_text, m)) for i, m in marks.items() if i < len(rows)}
+    width = BUCKETS + 1
+
+    def both(*args):
+        written = _lines.block(split, *args[:6], _sum, args[6])
+        with patch.object(exposition, "_lines", None):
+            assert written == exposition.histogram_block(whole, *args)
+        return written
+
+    body, ends = both(None, None, first, None, width, BUCKETS, texts)
+    again, again_ends = both(body, ends, then, first, width, BUCKETS, texts)
+    if first == then and not texts:
+        assert again is body and again_ends is ends
 
 
 def test_counts_beyond_64_bits_are_refused_not_wrapped() -> None:
@@ -137,6 +151,25 @@ def test_a_column_of_ages_is_written_as_percent_writes_them(keys, at, data) -> N
     )
 
 
+def test_a_block_given_what_it_cannot_write_raises_and_writes_nothing() -> None:
+    """A sum's text that is not text, lists changed by the texts' own code, widths past
+    any row: an error, never a body read or written past its end."""
+    row = struct.pack("2qd", 1, 2, 1e7)
+    with pytest.raises(TypeError):
+        _lines.block([(b"",) * 5], None, None, row, None, 3, 2, lambda total: [0] * 9, None)
+    templates = [(b"",) * 7] * 2
+
+    def emptying():
+        templates.clear()
+        yield from (b"", b"")
+
+    body, _ = _lines.block(templates, None, None, row * 2, None, 3, 2, _sum, {0: emptying()})
+    assert body == b"1331e+07" * 2, "both rows, from the templates as they were"
+    for width in (2**58, 2**61 + 2):
+        with pytest.raises(ValueError, match="sizes"):
+            _lines.block([(b"",) * 5] * 8, None, None, b"", None, width, 2, _sum, None)
+
+
 def test_a_column_needs_a_piece_more_than_its_cells() -> None:
     with pytest.raises(ValueError, match="a piece more"):
         _lines.counts((b"a", b"b", b"c"), struct.pack("q", 1))
@@ -148,8 +181,8 @@ def _labelset(key: tuple[str, ...]) -> str:
     return ",".join(f'{n}="{escape(v)}"' for n, v in zip(("a", "b"), key, strict=False))
 
 
-def _templates(keys: list[tuple[str, ...]], exemplars: bool) -> list[bytes]:
-    return histogram_templates("runtime", _labelset, DURATION_BUCKETS, keys, exemplars, False)
+def _templates(keys: list[tuple[str, ...]], exemplars: bool, split: bool = False) -> list:
+    return histogram_templates("runtime", _labelset, DURATION_BUCKETS, keys, exemplars, split)
 
 
 def test_pieces_keep_an_escaped_percent_as_text() -> None:
