@@ -283,13 +283,14 @@ class HistogramFamily(RowsFamily):
         changed and have exemplars (any other the C call finds changed shows none)."""
         start, now, before, forced = run
         span = self.slab.width * CELL
-        redo = set(forced) if before is not None else set(range(rows))
+        redo: Collection[int] = range(rows)
         if before is not None:
-            redo.update(
+            changed = (
                 i
-                for i in range(rows)
+                for i in redo
                 if now[i * span : (i + 1) * span] != before[i * span : (i + 1) * span]
             )
+            redo = {*forced, *changed}
         marks, none = self.marks, [b""] * (len(self.bounds) + 1)
         texts = {}
         for i in redo:
